@@ -1,0 +1,35 @@
+/* abi.h - the rseq area, registration discovery and pytest-rseq's own registration. */
+#ifndef PRSEQ_ABI_H
+#define PRSEQ_ABI_H
+
+#include <stdint.h>
+
+#include "prseq_core.h"
+
+#define PRSEQ_CPU_ID_UNINITIALIZED ((uint32_t)-1)
+#define PRSEQ_CPU_ID_REGISTRATION_FAILED ((uint32_t)-2)
+
+/* The kernel's struct rseq (uapi/linux/rseq.h); only the first 28 bytes are
+ * named here, the real size comes from AT_RSEQ_FEATURE_SIZE. */
+struct prseq_area {
+    uint32_t cpu_id_start;
+    uint32_t cpu_id;
+    uint64_t rseq_cs;
+    uint32_t flags;
+    uint32_t node_id;
+    uint32_t mm_cid;
+};
+
+/* The area glibc registered for the calling thread, or NULL. */
+struct prseq_area *prseq_glibc_area(void);
+
+/* Register / unregister pytest-rseq's own area for the calling thread.
+ * Returns 0 or a negative errno. */
+int prseq_own_register(void);
+void prseq_own_unregister(void);
+
+/* The area in use by the calling thread (own first, then glibc's), or NULL,
+ * and who owns it (PRSEQ_OWNER_*). */
+struct prseq_area *prseq_current_area(int *owner);
+
+#endif /* PRSEQ_ABI_H */

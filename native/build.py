@@ -1,0 +1,68 @@
+"""cffi builder (API mode) for the native core, pytest_rseq._prseq.
+
+The cdef is read from the real headers (the parts between the cffi-cdef
+markers), and the package version and a hash of the sources are compiled in,
+so pytest_rseq refuses to import a stale build.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+NATIVE = Path(__file__).resolve().parent
+ROOT = NATIVE.parent
+INCLUDE = ROOT / "pytest_rseq" / "include"
+SOURCES = ["abi.c", "workloads.c", "harness.c", "chaos.c", "loader.c"]
+CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"]
+_MARKED = re.compile(r"/\* cffi-cdef-begin \*/(.*?)/\* cffi-cdef-end \*/", re.S)
+
+
+def read_cdef(*headers: Path) -> str:
+    """Return the cffi-cdef sections of the given headers, in order."""
+    parts = []
+    for header in headers:
+        found = _MARKED.findall(header.read_text())
+        if not found:
+            raise RuntimeError(f"{header} has no cffi-cdef section")
+        parts.extend(found)
+    return "\n".join(parts)
+
+
+def _load_module(name: str, path: Path):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _relative(path: Path) -> str:
+    # setuptools wants source paths relative to the project root (the cwd).
+    return os.path.relpath(path, os.getcwd())
+
+
+VERSION = _load_module("_prseq_version", ROOT / "pytest_rseq" / "_version.py").__version__
+SOURCE_HASH = _load_module("_prseq_sources", ROOT / "pytest_rseq" / "_sources.py").source_hash(ROOT)
+
+ffibuilder = FFI()
+ffibuilder.cdef(read_cdef(INCLUDE / "pytest_rseq.h", NATIVE / "prseq_core.h"))
+ffibuilder.set_source(
+    "pytest_rseq._prseq",
+    f"""
+#include "prseq_core.h"
+const char *prseq_build_version(void) {{ return "{VERSION}"; }}
+const char *prseq_source_hash(void) {{ return "{SOURCE_HASH}"; }}
+""",
+    sources=[_relative(NATIVE / name) for name in SOURCES],
+    include_dirs=[_relative(NATIVE), _relative(INCLUDE)],
+    extra_compile_args=CFLAGS,
+    libraries=["pthread"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=True)

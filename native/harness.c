@@ -1,0 +1,440 @@
+/* harness.c - worker threads, thread-local tallies, churn, the deadline and
+ * invariant sampling: one call of prseq_run() is one run of one workload. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "abi.h"
+#include "harness.h"
+#include "workloads.h"
+
+/* Ops between two looks at the stop flag, the CPU and the clock. */
+#define BATCH 64
+/* The supervisor wakes at least this often to look for Ctrl-C. */
+#define POLL_NS 20000000ull
+
+enum violation_kind {
+    VIOLATION_CPU_ID_START = 1,   /* cpu_id_start != cpu_id outside a section */
+    VIOLATION_GETCPU = 2,         /* sched_getcpu() != cpu_id */
+    VIOLATION_CPU_RANGE = 3,      /* cpu_id is not a possible CPU */
+    VIOLATION_MM_CID_RANGE = 4,   /* mm_cid >= possible CPUs or threads bound */
+};
+
+static int stop_requested;
+
+void prseq_request_stop(void)
+{
+    __atomic_store_n(&stop_requested, 1, __ATOMIC_RELEASE);
+}
+
+uint64_t prseq_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec ns_to_timespec(uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
+                          .tv_nsec = (long)(ns % 1000000000ull)};
+    return ts;
+}
+
+void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
+{
+    int expected = 0;
+
+    if (__atomic_compare_exchange_n(&run->error, &expected, err, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(run->res->errmsg, sizeof(run->res->errmsg), fmt, ap);
+        va_end(ap);
+    }
+    __atomic_store_n(&run->stop, 1, __ATOMIC_RELEASE);
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Churn: each thread of a slot lives a seeded time uniform in [m/2, 3m/2],
+ * m = slots / churn_hz, so the run replaces about churn_hz threads/s. */
+static uint64_t pick_lifetime(struct prseq_run *run, struct prseq_slot *s)
+{
+    double mean_ns;
+    uint64_t x;
+
+    if (run->cfg->churn_hz <= 0)
+        return 0;
+    mean_ns = (double)run->nr_slots / run->cfg->churn_hz * 1e9;
+    x = run->cfg->seed ^ ((uint64_t)s->t.index << 32) ^ run->threads_started;
+    return (uint64_t)(mean_ns / 2 + mean_ns * ((double)(splitmix64(&x) >> 11) / 9007199254740992.0));
+}
+
+static void record_violation(struct prseq_run *run, uint64_t kind, uint64_t a, uint64_t b,
+                             uint64_t c)
+{
+    if (__atomic_fetch_add(&run->invariant_violations, 1, __ATOMIC_RELAXED) == 0) {
+        run->first_violation[0] = kind;
+        run->first_violation[1] = a;
+        run->first_violation[2] = b;
+        run->first_violation[3] = c;
+    }
+}
+
+/* Read the area's fields around sched_getcpu(); if cpu_id did not change
+ * while we looked, every field must agree with it. */
+static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
+{
+    uint32_t before, start, after, cid;
+    int cpu;
+
+    __atomic_fetch_add(&run->invariant_samples, 1, __ATOMIC_RELAXED);
+    before = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
+    start = __atomic_load_n(&area->cpu_id_start, __ATOMIC_ACQUIRE);
+    cid = __atomic_load_n(&area->mm_cid, __ATOMIC_ACQUIRE);
+    cpu = sched_getcpu();
+    after = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
+    if (before != after)
+        return;
+    if (start != before)
+        record_violation(run, VIOLATION_CPU_ID_START, before, start, 0);
+    else if (cpu >= 0 && (uint32_t)cpu != before)
+        record_violation(run, VIOLATION_GETCPU, before, start, (uint64_t)cpu);
+    else if (before >= run->nr_cpus)
+        record_violation(run, VIOLATION_CPU_RANGE, before, start, run->nr_cpus);
+    else if (run->res->owner != PRSEQ_OWNER_NONE && cid >= run->nr_cpus)
+        record_violation(run, VIOLATION_MM_CID_RANGE, before, start, cid);
+}
+
+static void *worker_main(void *arg)
+{
+    struct prseq_slot *s = arg;
+    struct prseq_run *run = s->run;
+    const struct prseq_config *cfg = run->cfg;
+    int use_rseq = run->res->path == PRSEQ_PATH_RSEQ;
+    int (*op)(void *, struct prseq_thread *) = use_rseq ? run->w->op : run->w->fallback_op;
+    uint64_t remaining = s->budget - s->ops, done = 0, batches = 0, migrations = 0;
+    uint64_t born = 0;
+    uint32_t last_cpu = UINT32_MAX;
+    struct prseq_area *area;
+    int owner, registered = 0, entered = 0;
+
+    __atomic_store_n(&s->tid, gettid(), __ATOMIC_RELEASE);
+    if (use_rseq && cfg->own_registration) {
+        int rc = prseq_own_register();
+        if (rc < 0) {
+            prseq_run_fail(run, -rc, "slot %u: registering the rseq area failed: %s",
+                           s->t.index, strerror(-rc));
+            goto out;
+        }
+        registered = 1;
+    }
+    area = prseq_current_area(&owner);
+    if (use_rseq && !area) {
+        prseq_run_fail(run, ENOSYS, "slot %u: no registered rseq area in a worker thread",
+                       s->t.index);
+        goto out;
+    }
+    if (run->w->thread_init) {
+        int rc = run->w->thread_init(run->state, &s->t);
+        if (rc != 0) {
+            prseq_run_fail(run, rc < 0 ? -rc : EINVAL, "%s: thread_init failed in slot %u: %s",
+                           run->w->name, s->t.index, strerror(rc < 0 ? -rc : EINVAL));
+            goto out;
+        }
+    }
+    prseq_chaos_worker_enter(run, s);
+    entered = 1;
+    if (s->lifetime_ns)
+        born = prseq_now_ns();
+
+    while (!__atomic_load_n(&run->stop, __ATOMIC_RELAXED) && done < remaining) {
+        uint64_t n = remaining - done < BATCH ? remaining - done : BATCH;
+        uint32_t cpu;
+
+        for (uint64_t i = 0; i < n; i++) {
+            int rc = op(run->state, &s->t);
+            if (rc == 0) {
+                done++;
+            } else if (rc < 0) {
+                prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
+                               strerror(-rc), s->t.index);
+                goto leave;
+            }
+        }
+        cpu = area ? __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED) : (uint32_t)sched_getcpu();
+        if (cpu != last_cpu) {
+            migrations += last_cpu != UINT32_MAX;
+            last_cpu = cpu;
+        }
+        if (area && cfg->sample_every && ++batches % cfg->sample_every == 0)
+            sample_invariants(run, area);
+        if (s->lifetime_ns && prseq_now_ns() - born >= s->lifetime_ns)
+            break;
+    }
+leave:
+    if (entered)
+        prseq_chaos_worker_leave(run, s);
+    if (run->w->thread_exit)
+        run->w->thread_exit(run->state, &s->t);
+out:
+    if (registered)
+        prseq_own_unregister();
+    s->ops += done;
+    s->migrations += migrations;
+    __atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->exited, 1, __ATOMIC_RELEASE);
+    sem_post(&run->exited);
+    return NULL;
+}
+
+static int start_slot(struct prseq_run *run, struct prseq_slot *s)
+{
+    int rc;
+
+    s->exited = 0;
+    s->lifetime_ns = pick_lifetime(run, s);
+    rc = pthread_create(&s->thread, NULL, worker_main, s);
+    if (rc != 0) {
+        prseq_run_fail(run, rc, "pthread_create for slot %u failed: %s", s->t.index,
+                       strerror(rc));
+        s->exited = 1;
+        return -rc;
+    }
+    s->joinable = 1;
+    run->threads_started++;
+    return 0;
+}
+
+static int slot_wants_more(const struct prseq_slot *s)
+{
+    return s->ops < s->budget;
+}
+
+/* Join and (churn) restart workers that left; returns 1 while any slot has
+ * work left. */
+static int reap_slots(struct prseq_run *run)
+{
+    int busy = 0;
+
+    for (uint32_t i = 0; i < run->nr_slots; i++) {
+        struct prseq_slot *s = &run->slots[i];
+        if (s->joinable && __atomic_load_n(&s->exited, __ATOMIC_ACQUIRE)) {
+            pthread_join(s->thread, NULL);
+            s->joinable = 0;
+            if (!__atomic_load_n(&run->stop, __ATOMIC_ACQUIRE) && slot_wants_more(s))
+                start_slot(run, s);
+        }
+        busy |= s->joinable;
+    }
+    return busy;
+}
+
+static int join_all(struct prseq_run *run, double timeout_s)
+{
+    struct timespec now;
+    int stuck = 0;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t limit = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec +
+                     (uint64_t)(timeout_s * 1e9);
+    for (uint32_t i = 0; i < run->nr_slots; i++) {
+        struct prseq_slot *s = &run->slots[i];
+        struct timespec abs = ns_to_timespec(limit);
+        if (!s->joinable)
+            continue;
+        if (pthread_timedjoin_np(s->thread, NULL, &abs) != 0) {
+            stuck++;
+            continue;
+        }
+        s->joinable = 0;
+    }
+    return stuck;
+}
+
+static const char *check_workload(const struct prseq_workload *w)
+{
+    if (!w)
+        return "no workload";
+    if (w->abi_version != PRSEQ_ABI_VERSION)
+        return "abi_version";
+    if (!w->create)
+        return "create";
+    if (!w->op)
+        return "op";
+    if (!w->fallback_op)
+        return "fallback_op";
+    if (!w->total)
+        return "total";
+    if (!w->destroy)
+        return "destroy";
+    return NULL;
+}
+
+/* Which path and whose area the workers will use. */
+static int choose_path(const struct prseq_config *cfg, struct prseq_result *res)
+{
+    int owner;
+
+    res->path = PRSEQ_PATH_FALLBACK;
+    res->owner = PRSEQ_OWNER_NONE;
+    if (cfg->path != PRSEQ_PATH_RSEQ)
+        return 0;
+    if (cfg->own_registration) {
+        int rc = prseq_own_register();
+        if (rc == -ENOSYS || rc == -EPERM)
+            return 0;
+        if (rc < 0) {
+            res->error = -rc;
+            snprintf(res->errmsg, sizeof(res->errmsg),
+                     "registering pytest-rseq's own area failed: %s (is glibc's registration "
+                     "still on?)",
+                     strerror(-rc));
+            return rc;
+        }
+        prseq_own_unregister();
+        res->path = PRSEQ_PATH_RSEQ;
+        res->owner = PRSEQ_OWNER_OWN;
+        return 0;
+    }
+    if (prseq_current_area(&owner)) {
+        res->path = PRSEQ_PATH_RSEQ;
+        res->owner = owner;
+    }
+    return 0;
+}
+
+int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
+              struct prseq_result *res)
+{
+    struct prseq_run run;
+    const char *bad;
+    uint64_t start, deadline;
+    int stuck;
+
+    memset(res, 0, sizeof(*res));
+    memset(&run, 0, sizeof(run));
+    bad = check_workload(w);
+    if (bad) {
+        res->error = EINVAL;
+        snprintf(res->errmsg, sizeof(res->errmsg), "workload %s: missing or invalid %s",
+                 w && w->name ? w->name : "?", bad);
+        return -EINVAL;
+    }
+    if (cfg->threads == 0 || cfg->threads > PRSEQ_MAX_THREADS || !(cfg->duration_s > 0)) {
+        res->error = EINVAL;
+        snprintf(res->errmsg, sizeof(res->errmsg), "bad config: threads=%u duration=%g",
+                 cfg->threads, cfg->duration_s);
+        return -EINVAL;
+    }
+    if (choose_path(cfg, res) < 0)
+        return -res->error;
+    __atomic_store_n(&stop_requested, 0, __ATOMIC_RELEASE);
+    run.w = w;
+    run.cfg = cfg;
+    run.res = res;
+    run.nr_slots = cfg->threads;
+    run.nr_cpus = prseq_possible_cpus();
+    res->threads = cfg->threads;
+    prseq_workloads_set_cs_delay(cfg->cs_delay);
+
+    run.state = w->create(cfg->threads);
+    if (!run.state) {
+        res->error = ENOMEM;
+        snprintf(res->errmsg, sizeof(res->errmsg), "%s: create(%u) returned NULL", w->name,
+                 cfg->threads);
+        return -ENOMEM;
+    }
+    run.slots = aligned_alloc(64, sizeof(struct prseq_slot) * cfg->threads);
+    if (!run.slots || sem_init(&run.exited, 0, 0) != 0) {
+        free(run.slots);
+        w->destroy(run.state);
+        res->error = ENOMEM;
+        snprintf(res->errmsg, sizeof(res->errmsg), "out of memory for %u slots", cfg->threads);
+        return -ENOMEM;
+    }
+    memset(run.slots, 0, sizeof(struct prseq_slot) * cfg->threads);
+    for (uint32_t i = 0; i < cfg->threads; i++) {
+        struct prseq_slot *s = &run.slots[i];
+        s->run = &run;
+        s->t.index = i;
+        s->budget = cfg->slot_budgets ? cfg->slot_budgets[i]
+                    : cfg->ops_per_thread ? cfg->ops_per_thread
+                                          : UINT64_MAX;
+    }
+
+    start = prseq_now_ns();
+    deadline = start + (uint64_t)(cfg->duration_s * 1e9);
+    for (uint32_t i = 0; i < cfg->threads && !run.error; i++)
+        if (slot_wants_more(&run.slots[i]))
+            start_slot(&run, &run.slots[i]);
+    if (!run.error) {
+        int rc = prseq_chaos_start(&run);
+        if (rc < 0 && !run.error)
+            prseq_run_fail(&run, -rc, "starting the injectors failed: %s", strerror(-rc));
+    }
+
+    for (;;) {
+        uint64_t now = prseq_now_ns();
+        uint64_t wake = now + POLL_NS < deadline ? now + POLL_NS : deadline;
+        struct timespec abs = ns_to_timespec(wake);
+
+        if (!reap_slots(&run) || now >= deadline || __atomic_load_n(&run.stop, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE))
+            break;
+        while (sem_clockwait(&run.exited, CLOCK_MONOTONIC, &abs) != 0 && errno == EINTR)
+            ;
+    }
+    __atomic_store_n(&run.stop, 1, __ATOMIC_RELEASE);
+    prseq_chaos_stop(&run);
+    stuck = join_all(&run, cfg->join_timeout_s > 0 ? cfg->join_timeout_s : 5.0);
+    res->duration_s = (double)(prseq_now_ns() - start) / 1e9;
+    if (stuck) {
+        /* The state may still be in use: leak it rather than free it under
+         * a running thread. The child process exits right after this. */
+        res->error = ETIMEDOUT;
+        snprintf(res->errmsg, sizeof(res->errmsg),
+                 "%d worker thread(s) did not stop within %.1f s of the deadline", stuck,
+                 cfg->join_timeout_s > 0 ? cfg->join_timeout_s : 5.0);
+        return -ETIMEDOUT;
+    }
+    prseq_chaos_finish(&run);
+
+    for (uint32_t i = 0; i < cfg->threads; i++) {
+        struct prseq_slot *s = &run.slots[i];
+        res->ops += s->ops;
+        res->aborts += s->t.aborts;
+        res->migrations += s->migrations;
+        res->slot_ops[i] = s->ops;
+    }
+    res->threads_started = run.threads_started;
+    res->invariant_samples = run.invariant_samples;
+    res->invariant_violations = run.invariant_violations;
+    memcpy(res->first_violation, run.first_violation, sizeof(res->first_violation));
+    res->expected = w->expected ? w->expected(run.state, res->ops) : res->ops;
+    res->observed = w->total(run.state);
+    if (w->shards)
+        res->nr_shards = w->shards(run.state, res->shards,
+                                   (uint32_t)(sizeof(res->shards) / sizeof(res->shards[0])));
+    if (run.error && !res->error)
+        res->error = run.error;
+    w->destroy(run.state);
+    sem_destroy(&run.exited);
+    free(run.slots);
+    return res->error ? -res->error : 0;
+}

@@ -1,0 +1,66 @@
+/* harness.h - the state of one run, shared by the harness and the injectors. */
+#ifndef PRSEQ_HARNESS_H
+#define PRSEQ_HARNESS_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "prseq_core.h"
+
+/* One worker slot. A churned worker exits and a new thread takes the slot. */
+struct prseq_slot {
+    _Alignas(64) struct prseq_thread t;
+    pthread_t thread;
+    int joinable;              /* a pthread in this slot still needs joining */
+    int exited;                /* written by the worker when it leaves */
+    pid_t tid;                 /* kernel TID while running, 0 otherwise */
+    uint64_t budget;           /* ops this slot must do (UINT64_MAX = none) */
+    uint64_t ops;              /* ops done over every thread of this slot */
+    uint64_t aborts;
+    uint64_t migrations;
+    uint64_t lifetime_ns;      /* churn: how long the current thread lives */
+    struct prseq_run *run;
+};
+
+struct prseq_run {
+    const struct prseq_workload *w;
+    const struct prseq_config *cfg;
+    struct prseq_result *res;
+    void *state;
+    struct prseq_slot *slots;
+    uint32_t nr_slots;
+    uint32_t nr_cpus;          /* possible CPU ids */
+    int stop;                  /* set once: workers leave at the next batch */
+    int error;                 /* first errno that stopped the run */
+    sem_t exited;              /* posted by every worker that leaves */
+    uint64_t threads_started;
+    uint64_t invariant_samples;
+    uint64_t invariant_violations;
+    uint64_t first_violation[4];
+    void *chaos;               /* owned by chaos.c */
+};
+
+/* Record an error that stops the run (first one wins). */
+void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Nanoseconds on CLOCK_MONOTONIC. */
+uint64_t prseq_now_ns(void);
+
+/* Injectors (chaos.c). start runs after the workers started and returns 0
+ * or a negative errno (the run then fails with a message); stop ends the
+ * injector threads before the workers are joined; finish runs after the
+ * workers are joined (restores signal dispositions) and adds the counts to
+ * run->res. */
+int prseq_chaos_start(struct prseq_run *run);
+void prseq_chaos_stop(struct prseq_run *run);
+void prseq_chaos_finish(struct prseq_run *run);
+
+/* Worker hooks of the injectors: called once by every worker thread after
+ * thread_init and before it leaves. */
+void prseq_chaos_worker_enter(struct prseq_run *run, struct prseq_slot *slot);
+void prseq_chaos_worker_leave(struct prseq_run *run, struct prseq_slot *slot);
+
+#endif /* PRSEQ_HARNESS_H */

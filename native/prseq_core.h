@@ -1,0 +1,113 @@
+/*
+ * prseq_core.h - the interface between the Python package and the native core.
+ *
+ * Everything between the cffi-cdef markers is read by native/build.py as the
+ * cffi cdef, so this header is the single description of the boundary.
+ */
+#ifndef PRSEQ_CORE_H
+#define PRSEQ_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pytest_rseq.h"
+
+/* cffi-cdef-begin */
+#define PRSEQ_PATH_RSEQ 0
+#define PRSEQ_PATH_FALLBACK 1
+
+#define PRSEQ_OWNER_NONE 0   /* nobody registered an area for this thread */
+#define PRSEQ_OWNER_GLIBC 1  /* glibc >= 2.35 registered it (__rseq_size > 0) */
+#define PRSEQ_OWNER_OWN 2    /* pytest-rseq registered its own area */
+
+#define PRSEQ_MAX_THREADS 1024
+#define PRSEQ_ERRMSG_LEN 256
+
+/* What the running process has: the ABI as glibc and the kernel report it. */
+struct prseq_abi_info {
+    int glibc_symbols;        /* 1 when __rseq_offset/__rseq_size/__rseq_flags resolve */
+    int64_t rseq_offset;      /* __rseq_offset (thread pointer relative) */
+    uint32_t glibc_size;      /* __rseq_size as glibc reports it (0 = not registered) */
+    uint32_t glibc_flags;     /* __rseq_flags */
+    uint32_t feature_size;    /* getauxval(AT_RSEQ_FEATURE_SIZE), 0 if absent */
+    uint32_t align;           /* getauxval(AT_RSEQ_ALIGN), 0 if absent */
+    uint32_t usable_size;     /* fields usable in glibc's area after the 20/32 rule */
+    int32_t glibc_cpu_id;     /* cpu_id of glibc's area in the calling thread (-1/-2 states) */
+    int syscall_errno;        /* probe: EINVAL = syscall present, ENOSYS/EPERM = blocked */
+    int available;            /* the rseq syscall can be used in this process */
+    int owner;                /* PRSEQ_OWNER_* for the calling thread */
+    int mm_cid_usable;
+    int node_id_usable;
+    uint32_t own_size;        /* size pytest-rseq registers for its own area */
+    uint32_t own_align;       /* alignment of that area */
+};
+
+/* One run of the harness. Rates are per second; 0 disables an injector. */
+struct prseq_config {
+    uint32_t threads;
+    uint64_t ops_per_thread;      /* 0 = no op budget, stop at the deadline */
+    const uint64_t *slot_budgets; /* optional per-slot budgets (threads entries) */
+    double duration_s;            /* deadline for the run */
+    double join_timeout_s;        /* how long stopped workers may take to exit */
+    int path;                     /* PRSEQ_PATH_* */
+    int own_registration;         /* register pytest-rseq's own area per worker */
+    uint64_t seed;
+    uint64_t cs_delay;            /* delay loop iterations inside built-in sections */
+    uint32_t sample_every;        /* invariant sample period in op batches (0 = off) */
+    double signals_hz;
+    double timer_hz;
+    double affinity_hz;
+    double cpuset_hz;
+    double churn_hz;
+    double fork_hz;
+    double membarrier_hz;
+    double hotplug_hz;
+    const char *cpuset_dir;       /* cgroup dir whose cpuset.cpus the injector rewrites */
+    const char *cpuset_tasks;     /* file that takes worker TIDs (tasks or cgroup.threads) */
+    const char *cpuset_choices;   /* ';'-separated cpu lists to cycle through */
+};
+
+struct prseq_result {
+    int error;                    /* 0, or a positive errno that stopped the run */
+    char errmsg[256];
+    int path;                     /* path actually used */
+    int owner;                    /* PRSEQ_OWNER_* of the workers' areas */
+    uint32_t threads;
+    uint64_t ops;
+    uint64_t expected;
+    uint64_t observed;
+    uint64_t aborts;
+    uint64_t migrations;
+    uint64_t signals_sent;
+    uint64_t signals_delivered;
+    uint64_t affinity_changes;
+    uint64_t cpuset_shifts;
+    uint64_t threads_started;
+    uint64_t forks;
+    uint64_t fork_errors;
+    uint64_t membarriers;
+    uint64_t hotplug_events;
+    uint64_t invariant_samples;
+    uint64_t invariant_violations;
+    uint64_t first_violation[4];  /* kind, cpu_id, cpu_id_start, other */
+    uint64_t slot_ops[1024];      /* ops completed per worker slot */
+    uint32_t nr_shards;           /* entries of shards[] filled by the workload */
+    uint64_t shards[4096];        /* per-CPU (or per-mm_cid) values after the run */
+    double duration_s;
+};
+
+int prseq_abi_probe(struct prseq_abi_info *out);
+const struct prseq_workload *prseq_builtin(const char *name);
+const char *prseq_builtin_name(uint32_t index);
+int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
+              struct prseq_result *res);
+void prseq_request_stop(void);
+uint32_t prseq_possible_cpus(void);
+const struct prseq_workload *prseq_load_library(const char *path, const char *symbol,
+                                                char *err, size_t errlen);
+int prseq_block_rseq(int err);
+const char *prseq_build_version(void);
+const char *prseq_source_hash(void);
+/* cffi-cdef-end */
+
+#endif /* PRSEQ_CORE_H */

@@ -1,0 +1,271 @@
+/* workloads.c - the built-in workloads: rseq per-CPU counters, their
+ * fallback ops, and deliberately broken canaries the gate must catch. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "abi.h"
+#include "arch/arch.h"
+#include "workloads.h"
+
+/* Window (loop iterations) between the racy canary's load and store, added
+ * to cs_delay: the bug is real without it, this only makes it show sooner. */
+#define RACY_WINDOW 16
+/* The bad-signature canary spins inside its section so that preemption and
+ * signals land there and trigger the (fatal) abort. */
+#define BAD_SIG_WINDOW 256
+
+struct shard {
+    _Alignas(PRSEQ_CACHELINE) uint64_t value;
+};
+
+enum counter_kind { BY_CPU_ID, BY_MM_CID, RACY, BAD_SIG };
+
+struct counter {
+    enum counter_kind kind;
+    uint32_t nr_shards;
+    uint64_t delay;
+    struct shard *shards;
+};
+
+static uint64_t cs_delay;
+
+void prseq_workloads_set_cs_delay(uint64_t iterations)
+{
+    cs_delay = iterations;
+}
+
+/* Highest possible CPU id + 1, from /sys/devices/system/cpu/possible
+ * ("0-3", "0,2-5"): shard arrays are indexed by CPU id, and ids need not be
+ * contiguous, so the count of CPUs is not enough. */
+uint32_t prseq_possible_cpus(void)
+{
+    char buf[4096];
+    FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+    unsigned long max = 0;
+    size_t n;
+    char *p;
+
+    if (!f)
+        return CPU_SETSIZE;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (p = buf; *p;) {
+        char *end;
+        unsigned long v;
+        if (*p < '0' || *p > '9') {
+            p++;
+            continue;
+        }
+        v = strtoul(p, &end, 10);
+        if (v > max)
+            max = v;
+        p = end;
+    }
+    return (uint32_t)max + 1;
+}
+
+static void *counter_create(enum counter_kind kind, uint64_t extra_delay)
+{
+    struct counter *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kind = kind;
+    c->nr_shards = prseq_possible_cpus();
+    c->delay = cs_delay + extra_delay;
+    c->shards = aligned_alloc(PRSEQ_CACHELINE, sizeof(struct shard) * c->nr_shards);
+    if (!c->shards) {
+        free(c);
+        return NULL;
+    }
+    memset(c->shards, 0, sizeof(struct shard) * c->nr_shards);
+    return c;
+}
+
+static void *create_cpu_id(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(BY_CPU_ID, 0);
+}
+
+static void *create_mm_cid(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(BY_MM_CID, 0);
+}
+
+static void *create_racy(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(RACY, RACY_WINDOW);
+}
+
+static void *create_bad_sig(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(BAD_SIG, BAD_SIG_WINDOW);
+}
+
+static int counter_thread_init(void *state, struct prseq_thread *t)
+{
+    int owner;
+    (void)state;
+    t->local = prseq_current_area(&owner);
+    return 0;
+}
+
+static int op_cpu_id(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct prseq_area *area = t->local;
+
+    for (;;) {
+        uint32_t cpu = __atomic_load_n(&area->cpu_id_start, __ATOMIC_RELAXED);
+        int rc;
+        if (cpu >= c->nr_shards)
+            return -ERANGE;
+        rc = prseq_arch_inc(area, &area->cpu_id, cpu, &c->shards[cpu].value, c->delay);
+        if (rc == 0)
+            return 0;
+        if (rc < 0)
+            t->aborts++;
+    }
+}
+
+/* mm_cid is read before the section and compared again inside it: reading
+ * it outside only (librseq's old bug) lets two threads share a shard. */
+static int op_mm_cid(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct prseq_area *area = t->local;
+
+    for (;;) {
+        uint32_t cid = __atomic_load_n(&area->mm_cid, __ATOMIC_RELAXED);
+        int rc;
+        if (cid >= c->nr_shards)
+            return -ERANGE;
+        rc = prseq_arch_inc(area, &area->mm_cid, cid, &c->shards[cid].value, c->delay);
+        if (rc == 0)
+            return 0;
+        if (rc < 0)
+            t->aborts++;
+    }
+}
+
+/* canary_racy: a per-CPU load/add/store with no rseq protection. Two
+ * threads on one CPU (preemption) or a migration in the window lose counts. */
+static int op_racy(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct prseq_area *area = t->local;
+    uint32_t cpu = area ? __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED)
+                        : (uint32_t)sched_getcpu();
+    volatile uint64_t *slot;
+    uint64_t v;
+
+    if (cpu >= c->nr_shards)
+        return -ERANGE;
+    slot = &c->shards[cpu].value;
+    v = *slot;
+    for (volatile uint64_t i = 0; i < c->delay; i++)
+        ;
+    *slot = v + 1;
+    return 0;
+}
+
+/* canary_bad_signature: a correct section whose abort handler is preceded
+ * by the wrong signature; the first abort kills the process with SIGSEGV. */
+static int op_bad_sig(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct prseq_area *area = t->local;
+
+    for (;;) {
+        uint32_t cpu = __atomic_load_n(&area->cpu_id_start, __ATOMIC_RELAXED);
+        int rc;
+        if (cpu >= c->nr_shards)
+            return -ERANGE;
+        rc = prseq_arch_inc_bad_sig(area, &area->cpu_id, cpu, &c->shards[cpu].value,
+                                    c->delay);
+        if (rc == 0)
+            return 0;
+        if (rc < 0)
+            t->aborts++;
+    }
+}
+
+/* The fallback path: an atomic add on the shard of the CPU we run on. */
+static int op_fallback(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    int cpu = sched_getcpu();
+    (void)t;
+    if (cpu < 0 || (uint32_t)cpu >= c->nr_shards)
+        cpu = 0;
+    __atomic_fetch_add(&c->shards[cpu].value, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static uint64_t counter_total(void *state)
+{
+    struct counter *c = state;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < c->nr_shards; i++)
+        sum += __atomic_load_n(&c->shards[i].value, __ATOMIC_RELAXED);
+    return sum;
+}
+
+static uint32_t counter_shards(void *state, uint64_t *out, uint32_t max)
+{
+    struct counter *c = state;
+    uint32_t n = c->nr_shards < max ? c->nr_shards : max;
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = __atomic_load_n(&c->shards[i].value, __ATOMIC_RELAXED);
+    return n;
+}
+
+static void counter_destroy(void *state)
+{
+    struct counter *c = state;
+    free(c->shards);
+    free(c);
+}
+
+#define COUNTER_WORKLOAD(NAME, CREATE, OP)                                   \
+    {                                                                        \
+        .abi_version = PRSEQ_ABI_VERSION,                                    \
+        .name = NAME,                                                        \
+        .create = CREATE,                                                    \
+        .thread_init = counter_thread_init,                                  \
+        .op = OP,                                                            \
+        .fallback_op = op_fallback,                                          \
+        .total = counter_total,                                              \
+        .shards = counter_shards,                                            \
+        .destroy = counter_destroy,                                          \
+    }
+
+static const struct prseq_workload builtins[] = {
+    COUNTER_WORKLOAD("counter", create_cpu_id, op_cpu_id),
+    COUNTER_WORKLOAD("counter_mm_cid", create_mm_cid, op_mm_cid),
+    COUNTER_WORKLOAD("canary_racy", create_racy, op_racy),
+    COUNTER_WORKLOAD("canary_bad_signature", create_bad_sig, op_bad_sig),
+};
+
+#define NR_BUILTINS (sizeof(builtins) / sizeof(builtins[0]))
+
+const struct prseq_workload *prseq_builtin(const char *name)
+{
+    for (size_t i = 0; i < NR_BUILTINS; i++)
+        if (strcmp(builtins[i].name, name) == 0)
+            return &builtins[i];
+    return NULL;
+}
+
+const char *prseq_builtin_name(uint32_t index)
+{
+    return index < NR_BUILTINS ? builtins[index].name : NULL;
+}

@@ -1,0 +1,36 @@
+"""pytest-rseq: stress-test Linux restartable-sequences code under lifecycle chaos.
+
+The whole public API is here; ``pytest_rseq.plugin`` is the pytest plugin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._version import __version__
+from .capabilities import capabilities
+from .chaos import Chaos
+from .errors import CapabilityMissing, ConsistencyError, RseqError, WorkloadError
+from .result import StressResult
+from .runner import run
+from .workload import BUILTIN_WORKLOADS, Workload
+
+__all__ = [
+    "BUILTIN_WORKLOADS",
+    "CapabilityMissing",
+    "Chaos",
+    "ConsistencyError",
+    "RseqError",
+    "StressResult",
+    "Workload",
+    "WorkloadError",
+    "__version__",
+    "capabilities",
+    "get_include",
+    "run",
+]
+
+
+def get_include() -> str:
+    """Return the folder holding ``pytest_rseq.h`` (pass it to the compiler with ``-I``)."""
+    return str(Path(__file__).resolve().parent / "include")

@@ -1,0 +1,154 @@
+"""Low-level: the child-process side of a run.
+
+The parent (runner.py) starts ``python -m pytest_rseq._child`` in a new
+session, writes the run's spec as JSON to its stdin, and reads the result
+from the file named in the spec. A crash of the workload only kills this
+process. ``--block ENOSYS|EPERM`` installs a seccomp filter that makes the
+rseq syscall fail and re-executes the child, so glibc starts without rseq,
+exactly as under a container profile that blocks it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import sys
+from typing import Any
+
+from ._native import load
+
+OWNERS = {0: "none", 1: "glibc", 2: "own"}
+PATHS = {0: "rseq", 1: "fallback"}
+BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
+
+_RESULT_COUNTERS = (
+    "threads", "ops", "expected", "observed", "aborts", "migrations", "signals_sent",
+    "signals_delivered", "affinity_changes", "cpuset_shifts", "threads_started", "forks",
+    "fork_errors", "membarriers", "hotplug_events", "invariant_samples", "invariant_violations",
+)
+_ABI_FIELDS = (
+    "glibc_symbols", "rseq_offset", "glibc_size", "glibc_flags", "feature_size", "align",
+    "usable_size", "glibc_cpu_id", "syscall_errno", "available", "owner", "mm_cid_usable",
+    "node_id_usable", "own_size", "own_align",
+)
+
+
+def probe_abi() -> dict[str, Any]:
+    """Return the rseq ABI of this process, as ``struct prseq_abi_info`` reports it."""
+    ffi, lib = load()
+    info = ffi.new("struct prseq_abi_info *")
+    lib.prseq_abi_probe(info)
+    data: dict[str, Any] = {name: int(getattr(info, name)) for name in _ABI_FIELDS}
+    data["owner"] = OWNERS.get(data["owner"], "none")
+    return data
+
+
+def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {name: int(getattr(res, name)) for name in _RESULT_COUNTERS}
+    data["error"] = ffi.string(res.errmsg).decode(errors="replace") if res.error else None
+    data["errno"] = int(res.error)
+    data["path"] = PATHS.get(int(res.path), "fallback")
+    data["owner"] = OWNERS.get(int(res.owner), "none")
+    data["duration_s"] = float(res.duration_s)
+    data["slot_ops"] = [int(v) for v in res.slot_ops[0:res.threads]]
+    data["per_cpu"] = [int(v) for v in res.shards[0:res.nr_shards]]
+    data["first_violation"] = [int(v) for v in res.first_violation]
+    return data
+
+
+def _resolve_workload(ffi: Any, lib: Any, spec: dict[str, Any]) -> Any:
+    wl = spec["workload"]
+    if wl.get("library"):
+        err = ffi.new("char[]", 512)
+        ptr = lib.prseq_load_library(wl["library"].encode(), wl["symbol"].encode(), err, 512)
+        if ptr == ffi.NULL:
+            raise LookupError(ffi.string(err).decode(errors="replace"))
+        return ptr
+    ptr = lib.prseq_builtin(wl["name"].encode())
+    if ptr == ffi.NULL:
+        raise LookupError(f"no built-in workload {wl['name']!r} in the native core")
+    return ptr
+
+
+def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
+    chaos = spec["chaos"]
+    cfg = ffi.new("struct prseq_config *")
+    cfg.threads = spec["threads"]
+    cfg.ops_per_thread = spec["ops_per_thread"] or 0
+    cfg.duration_s = spec["duration"]
+    cfg.join_timeout_s = spec.get("join_timeout", 5.0)
+    cfg.own_registration = 1 if spec["registration"] == "own" else 0
+    cfg.seed = spec["seed"]
+    cfg.cs_delay = int(chaos.get("cs_delay", 0))
+    cfg.sample_every = spec.get("sample_every", 64)
+    for name in ("signals_hz", "affinity_hz", "cpuset_hz", "churn_hz", "fork_hz",
+                 "membarrier_hz", "hotplug_hz"):
+        setattr(cfg, name, float(chaos.get(name, 0)))
+    keep.append(cfg)
+    return cfg
+
+
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the spec in this process and return the raw result mapping."""
+    ffi, lib = load()
+    out: dict[str, Any] = {"abi": probe_abi(), "runs": {}}
+    registration = spec["registration"]
+    abi = out["abi"]
+    if registration == "glibc" and abi["owner"] != "glibc":
+        out["capability_missing"] = (f"glibc does not own the rseq area here "
+                                     f"(__rseq_size={abi['glibc_size']}, "
+                                     f"cpu_id={abi['glibc_cpu_id']})")
+        return out
+    if registration == "own" and not abi["available"]:
+        out["capability_missing"] = (f"the rseq syscall is unavailable "
+                                     f"({errno.errorcode.get(abi['syscall_errno'], '?')})")
+        return out
+    try:
+        workload = _resolve_workload(ffi, lib, spec)
+    except LookupError as exc:
+        out["workload_error"] = str(exc)
+        return out
+
+    keep: list[Any] = []
+    cfg = _config(ffi, spec, keep)
+    res = ffi.new("struct prseq_result *")
+    first_path = lib.PRSEQ_PATH_FALLBACK if spec["path"] == "fallback" else lib.PRSEQ_PATH_RSEQ
+    cfg.path = first_path
+    lib.prseq_run(workload, cfg, res)
+    first = _result_dict(ffi, res)
+    out["runs"]["fallback" if spec["path"] == "fallback" else "rseq"] = first
+    if spec["path"] == "both" and not first["error"]:
+        # Same seed, same chaos, and exactly the ops each slot did on the rseq path.
+        budgets = ffi.new("uint64_t[]", first["slot_ops"])
+        cfg.slot_budgets = budgets
+        cfg.ops_per_thread = 0
+        cfg.duration_s = max(10 * spec["duration"], spec["duration"] + 10.0)
+        cfg.path = lib.PRSEQ_PATH_FALLBACK
+        lib.prseq_run(workload, cfg, res)
+        out["runs"]["fallback"] = _result_dict(ffi, res)
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--block" and argv[1] in BLOCK_ERRNOS:
+        _, lib = load()
+        rc = lib.prseq_block_rseq(BLOCK_ERRNOS[argv[1]])
+        if rc < 0:
+            sys.stderr.write(f"pytest-rseq: installing the seccomp filter failed: "
+                             f"{os.strerror(-rc)}\n")
+            return 3
+        os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq._child"])
+    spec = json.loads(sys.stdin.read())
+    out = run_spec(spec)
+    text = json.dumps(out, allow_nan=False, default=lambda v: None if math.isnan(v) else v)
+    with open(spec["result_path"], "w") as fh:
+        fh.write(text)
+    sys.stdout.flush()
+    # Skip interpreter teardown: a workload's threads or handlers may linger.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

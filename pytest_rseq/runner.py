@@ -1,0 +1,231 @@
+"""``run()``: validate the request, run it in a child process, build the result."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from .chaos import Chaos
+from .errors import CapabilityMissing, WorkloadError
+from .result import StressResult
+from .workload import WorkloadLike, as_workload
+
+PATHS = ("rseq", "fallback", "both")
+REGISTRATIONS = ("auto", "glibc", "own", "blocked-enosys", "blocked-eperm")
+MAX_THREADS = 1024
+MAX_OPS_PER_THREAD = 10**12
+MAX_DURATION_S = 3600.0
+JOIN_TIMEOUT_S = 5.0
+# On top of the run's own deadlines: interpreter start-up and the result file.
+CHILD_GRACE_S = 30.0
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+    return value
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def allowed_cpus() -> int:
+    """Number of CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def build_spec(workload: WorkloadLike, *, threads: int | None, ops_per_thread: int | None,
+               duration: float, chaos: Chaos | None, path: str, registration: str,
+               seed: int | None) -> dict[str, Any]:
+    """Validate the arguments of :func:`run` and return the child's JSON spec.
+
+    Raises:
+        ValueError: any argument is out of range or of the wrong type; the
+            message names the argument and the value.
+    """
+    wl = as_workload(workload)
+    if chaos is None:
+        chaos = Chaos()
+    elif not isinstance(chaos, Chaos):
+        raise ValueError(f"chaos must be a Chaos, got {chaos!r}")
+    if threads is None:
+        threads = max(1, min(MAX_THREADS, round(chaos.oversubscribe * allowed_cpus())))
+    _check_int("threads", threads, 1, MAX_THREADS)
+    if ops_per_thread is not None:
+        _check_int("ops_per_thread", ops_per_thread, 1, MAX_OPS_PER_THREAD)
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        raise ValueError(f"duration must be a number of seconds, got {duration!r}")
+    if not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_S:
+        raise ValueError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration!r}")
+    _check_choice("path", path, PATHS)
+    _check_choice("registration", registration, REGISTRATIONS)
+    if seed is None:
+        seed = random.SystemRandom().getrandbits(63)
+    _check_int("seed", seed, 0, 2**64 - 1)
+    return {
+        "workload": wl.to_spec(),
+        "threads": threads,
+        "ops_per_thread": ops_per_thread,
+        "duration": float(duration),
+        "chaos": chaos.to_dict(),
+        "path": path,
+        "registration": registration,
+        "seed": seed,
+        "join_timeout": JOIN_TIMEOUT_S,
+    }
+
+
+def _child_env(registration: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    if registration == "own":
+        tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+        tunables = [t for t in tunables if not t.startswith("glibc.pthread.rseq=")]
+        env["GLIBC_TUNABLES"] = ":".join([*tunables, "glibc.pthread.rseq=0"])
+    return env
+
+
+def _child_argv(registration: str) -> list[str]:
+    argv = [sys.executable, "-m", "pytest_rseq._child"]
+    if registration.startswith("blocked-"):
+        argv += ["--block", registration.split("-", 1)[1].upper()]
+    return argv
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``spec`` in a fresh child process (its own session) and return the raw result.
+
+    A crash of the child comes back as ``{"crash": "SIGSEGV", ...}``; the
+    child's process group is killed on timeout or when the caller is
+    interrupted (Ctrl-C, pytest-timeout).
+    """
+    limit = spec["duration"] * (12 if spec["path"] == "both" else 1) + CHILD_GRACE_S
+    with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
+        spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
+        proc = subprocess.Popen(
+            _child_argv(spec["registration"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=_child_env(spec["registration"]), start_new_session=True)
+        try:
+            _, err = proc.communicate(json.dumps(spec).encode(), timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return {"error": f"the child did not finish within {limit:.0f} s and was killed",
+                    "crash": "timeout", "runs": {}}
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            _reap_group(proc.pid)
+        stderr = err.decode(errors="replace")[-4000:]
+        try:
+            with open(spec["result_path"]) as fh:
+                raw: dict[str, Any] = json.load(fh)
+        except (OSError, ValueError):
+            raw = {"runs": {}}
+    raw["stderr"] = stderr
+    raw["returncode"] = proc.returncode
+    if proc.returncode < 0:
+        raw["crash"] = signal.Signals(-proc.returncode).name
+    elif proc.returncode != 0 and not raw["runs"]:
+        raw["error"] = f"the child exited with status {proc.returncode}: {stderr.strip()[-500:]}"
+    return raw
+
+
+def _reap_group(pgid: int) -> None:
+    """Kill what the child left in its process group (fork-churn grandchildren)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``spec`` in this process, in a helper thread so Ctrl-C stays responsive."""
+    from . import _child
+    from ._native import load
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["raw"] = _child.run_spec(spec)
+        except BaseException as exc:  # handed to the caller below
+            box["exc"] = exc
+
+    worker = threading.Thread(target=target, name="pytest-rseq-run", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+    except BaseException:
+        load()[1].prseq_request_stop()
+        worker.join()
+        raise
+    if "exc" in box:
+        raise box["exc"]
+    return dict(box["raw"])
+
+
+def run(workload: WorkloadLike, *, threads: int | None = None, ops_per_thread: int | None = None,
+        duration: float = 1.0, chaos: Chaos | None = None, path: str = "rseq",
+        registration: str = "auto", isolate: bool = True, seed: int | None = None
+        ) -> StressResult:
+    """Run ``workload`` in native threads under ``chaos`` and check it against the oracle.
+
+    Args:
+        workload: a built-in name (``"counter"``, ``"counter_mm_cid"``,
+            ``"canary_*"``) or a :class:`Workload`.
+        threads: worker threads; default ``Chaos.oversubscribe`` x allowed CPUs.
+        ops_per_thread: op budget per thread; default: run until ``duration``.
+        duration: deadline of the run in seconds.
+        chaos: the perturbations; default none.
+        path: ``"rseq"``, ``"fallback"`` or ``"both"`` (same seed and op budget
+            on both paths, compared).
+        registration: ``"auto"``, ``"glibc"``, ``"own"``, ``"blocked-enosys"``
+            or ``"blocked-eperm"``.
+        isolate: run in a child process (default); in-process runs accept
+            only ``"auto"`` and ``"glibc"`` registration.
+        seed: seeds the chaos schedule; random when None, reported either way.
+
+    Returns:
+        A :class:`StressResult`; call ``assert_consistent()`` on it.
+
+    Raises:
+        ValueError: a bad argument (the message names it).
+        CapabilityMissing: the machine cannot do what was asked.
+        WorkloadError: a workload library could not be loaded.
+    """
+    spec = build_spec(workload, threads=threads, ops_per_thread=ops_per_thread,
+                      duration=duration, chaos=chaos, path=path, registration=registration,
+                      seed=seed)
+    if not isolate and registration not in ("auto", "glibc"):
+        raise ValueError(f"registration={registration!r} needs isolate=True "
+                         f"(it changes how the process starts)")
+    raw = run_isolated(spec) if isolate else run_in_process(spec)
+    if raw.get("capability_missing"):
+        raise CapabilityMissing(raw["capability_missing"])
+    if raw.get("workload_error"):
+        raise WorkloadError(raw["workload_error"])
+    from .oracle import build_result
+
+    return build_result(spec, raw)
