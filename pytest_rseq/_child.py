@@ -24,14 +24,40 @@ PATHS = {0: "rseq", 1: "fallback"}
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
 
 _RESULT_COUNTERS = (
-    "threads", "ops", "expected", "observed", "aborts", "migrations", "signals_sent",
-    "signals_delivered", "affinity_changes", "cpuset_shifts", "threads_started", "forks",
-    "fork_errors", "membarriers", "hotplug_events", "invariant_samples", "invariant_violations",
+    "threads",
+    "ops",
+    "expected",
+    "observed",
+    "aborts",
+    "migrations",
+    "signals_sent",
+    "signals_delivered",
+    "affinity_changes",
+    "cpuset_shifts",
+    "threads_started",
+    "forks",
+    "fork_errors",
+    "membarriers",
+    "hotplug_events",
+    "invariant_samples",
+    "invariant_violations",
 )
 _ABI_FIELDS = (
-    "glibc_symbols", "rseq_offset", "glibc_size", "glibc_flags", "feature_size", "align",
-    "usable_size", "glibc_cpu_id", "syscall_errno", "available", "owner", "mm_cid_usable",
-    "node_id_usable", "own_size", "own_align",
+    "glibc_symbols",
+    "rseq_offset",
+    "glibc_size",
+    "glibc_flags",
+    "feature_size",
+    "align",
+    "usable_size",
+    "glibc_cpu_id",
+    "syscall_errno",
+    "available",
+    "owner",
+    "mm_cid_usable",
+    "node_id_usable",
+    "own_size",
+    "own_align",
 )
 
 
@@ -52,8 +78,8 @@ def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
     data["path"] = PATHS.get(int(res.path), "fallback")
     data["owner"] = OWNERS.get(int(res.owner), "none")
     data["duration_s"] = float(res.duration_s)
-    data["slot_ops"] = [int(v) for v in res.slot_ops[0:res.threads]]
-    data["per_cpu"] = [int(v) for v in res.shards[0:res.nr_shards]]
+    data["slot_ops"] = [int(v) for v in res.slot_ops[0 : res.threads]]
+    data["per_cpu"] = [int(v) for v in res.shards[0 : res.nr_shards]]
     data["first_violation"] = [int(v) for v in res.first_violation]
     return data
 
@@ -83,8 +109,15 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
     cfg.seed = spec["seed"]
     cfg.cs_delay = int(chaos.get("cs_delay", 0))
     cfg.sample_every = spec.get("sample_every", 64)
-    for name in ("signals_hz", "affinity_hz", "cpuset_hz", "churn_hz", "fork_hz",
-                 "membarrier_hz", "hotplug_hz"):
+    for name in (
+        "signals_hz",
+        "affinity_hz",
+        "cpuset_hz",
+        "churn_hz",
+        "fork_hz",
+        "membarrier_hz",
+        "hotplug_hz",
+    ):
         setattr(cfg, name, float(chaos.get(name, 0)))
     keep.append(cfg)
     return cfg
@@ -97,13 +130,16 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     registration = spec["registration"]
     abi = out["abi"]
     if registration == "glibc" and abi["owner"] != "glibc":
-        out["capability_missing"] = (f"glibc does not own the rseq area here "
-                                     f"(__rseq_size={abi['glibc_size']}, "
-                                     f"cpu_id={abi['glibc_cpu_id']})")
+        out["capability_missing"] = (
+            f"glibc does not own the rseq area here "
+            f"(__rseq_size={abi['glibc_size']}, "
+            f"cpu_id={abi['glibc_cpu_id']})"
+        )
         return out
     if registration == "own" and not abi["available"]:
-        out["capability_missing"] = (f"the rseq syscall is unavailable "
-                                     f"({errno.errorcode.get(abi['syscall_errno'], '?')})")
+        out["capability_missing"] = (
+            f"the rseq syscall is unavailable ({errno.errorcode.get(abi['syscall_errno'], '?')})"
+        )
         return out
     try:
         workload = _resolve_workload(ffi, lib, spec)
@@ -136,8 +172,9 @@ def _main(argv: list[str]) -> int:
         _, lib = load()
         rc = lib.prseq_block_rseq(BLOCK_ERRNOS[argv[1]])
         if rc < 0:
-            sys.stderr.write(f"pytest-rseq: installing the seccomp filter failed: "
-                             f"{os.strerror(-rc)}\n")
+            sys.stderr.write(
+                f"pytest-rseq: installing the seccomp filter failed: {os.strerror(-rc)}\n"
+            )
             return 3
         os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq._child"])
     spec = json.loads(sys.stdin.read())

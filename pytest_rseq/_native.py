@@ -33,18 +33,23 @@ def load() -> tuple[Any, Any]:
     try:
         from . import _prseq
     except ImportError as exc:
-        raise NativeCoreError(f"the native core of pytest-rseq is not built ({exc}); "
-                              f"{REINSTALL_HINT}") from exc
+        raise NativeCoreError(
+            f"the native core of pytest-rseq is not built ({exc}); {REINSTALL_HINT}"
+        ) from exc
     ffi, lib = _prseq.ffi, _prseq.lib
     built = ffi.string(lib.prseq_build_version()).decode()
     if built != __version__:
-        raise NativeCoreError(f"stale native core: built for pytest-rseq {built}, "
-                              f"the package is {__version__}; {REINSTALL_HINT}")
+        raise NativeCoreError(
+            f"stale native core: built for pytest-rseq {built}, "
+            f"the package is {__version__}; {REINSTALL_HINT}"
+        )
     root = Path(__file__).resolve().parent.parent
     if (root / "native" / "build.py").is_file():
         have = ffi.string(lib.prseq_source_hash()).decode()
         want = source_hash(root)
         if have != want:
-            raise NativeCoreError(f"stale native core: native/ changed since it was built "
-                                  f"(sources {want}, build {have}); {REINSTALL_HINT}")
+            raise NativeCoreError(
+                f"stale native core: native/ changed since it was built "
+                f"(sources {want}, build {have}); {REINSTALL_HINT}"
+            )
     return ffi, lib

@@ -59,8 +59,7 @@ class Chaos:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"Chaos.{f.name} must be finite and >= 0, got {value!r}")
             if value > LIMITS[f.name]:
-                raise ValueError(f"Chaos.{f.name}={value!r} is above the limit "
-                                 f"{LIMITS[f.name]:g}")
+                raise ValueError(f"Chaos.{f.name}={value!r} is above the limit {LIMITS[f.name]:g}")
         if self.oversubscribe == 0:
             raise ValueError("Chaos.oversubscribe must be > 0, got 0")
         if self.cs_delay != int(self.cs_delay):
@@ -79,8 +78,9 @@ class Chaos:
     @property
     def active(self) -> list[str]:
         """Names of the injectors this record turns on."""
-        return [f.name for f in fields(self)
-                if f.name.endswith("_hz") and getattr(self, f.name) > 0]
+        return [
+            f.name for f in fields(self) if f.name.endswith("_hz") and getattr(self, f.name) > 0
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-safe mapping."""

@@ -22,13 +22,23 @@ VIOLATIONS = {
 def repro_line(spec: dict[str, Any]) -> str:
     """Return a shell command that repeats the run with the same seed."""
     wl = spec["workload"]
-    target = (f"Workload.from_library({wl['library']!r}, {wl['symbol']!r})" if wl["library"]
-              else repr(wl["name"]))
-    chaos = ", ".join(f"{k}={v!r}" for k, v in spec["chaos"].items()
-                      if v != {"oversubscribe": 1.0}.get(k, 0))
-    args = [target, f"threads={spec['threads']}", f"duration={spec['duration']!r}",
-            f"chaos=Chaos({chaos})", f"path={spec['path']!r}",
-            f"registration={spec['registration']!r}", f"seed={spec['seed']}"]
+    target = (
+        f"Workload.from_library({wl['library']!r}, {wl['symbol']!r})"
+        if wl["library"]
+        else repr(wl["name"])
+    )
+    chaos = ", ".join(
+        f"{k}={v!r}" for k, v in spec["chaos"].items() if v != {"oversubscribe": 1.0}.get(k, 0)
+    )
+    args = [
+        target,
+        f"threads={spec['threads']}",
+        f"duration={spec['duration']!r}",
+        f"chaos=Chaos({chaos})",
+        f"path={spec['path']!r}",
+        f"registration={spec['registration']!r}",
+        f"seed={spec['seed']}",
+    ]
     if spec.get("ops_per_thread"):
         args.insert(2, f"ops_per_thread={spec['ops_per_thread']}")
     code = f"from pytest_rseq import *; run({', '.join(args)}).assert_consistent()"
@@ -38,9 +48,11 @@ def repro_line(spec: dict[str, Any]) -> str:
 def _violation_text(run: dict[str, Any]) -> str:
     kind, cpu_id, start, other = run.get("first_violation", [0, 0, 0, 0])
     what = VIOLATIONS.get(kind, f"kind {kind}")
-    return (f"{run['invariant_violations']} rseq-area invariant violation(s) in "
-            f"{run['invariant_samples']} samples; first: {what} "
-            f"(cpu_id={cpu_id}, cpu_id_start={start}, other={other})")
+    return (
+        f"{run['invariant_violations']} rseq-area invariant violation(s) in "
+        f"{run['invariant_samples']} samples; first: {what} "
+        f"(cpu_id={cpu_id}, cpu_id_start={start}, other={other})"
+    )
 
 
 def _run_reasons(label: str, run: dict[str, Any]) -> list[str]:
@@ -48,8 +60,10 @@ def _run_reasons(label: str, run: dict[str, Any]) -> list[str]:
     if run.get("error"):
         reasons.append(f"{label}: {run['error']}")
     if run["observed"] != run["expected"]:
-        reasons.append(f"{label}: observed {run['observed']} != expected {run['expected']} "
-                       f"(lost {run['expected'] - run['observed']})")
+        reasons.append(
+            f"{label}: observed {run['observed']} != expected {run['expected']} "
+            f"(lost {run['expected'] - run['observed']})"
+        )
     if run["invariant_violations"]:
         reasons.append(f"{label}: {_violation_text(run)}")
     return reasons
@@ -64,11 +78,26 @@ def _registration(spec: dict[str, Any], raw: dict[str, Any]) -> str:
 
 
 def _empty_run() -> dict[str, Any]:
-    return {"ops": 0, "expected": 0, "observed": 0, "aborts": 0, "migrations": 0,
-            "signals_delivered": 0, "affinity_changes": 0, "cpuset_shifts": 0,
-            "threads_started": 0, "forks": 0, "membarriers": 0, "invariant_violations": 0,
-            "invariant_samples": 0, "per_cpu": [], "duration_s": 0.0, "error": None,
-            "path": "fallback", "owner": "none"}
+    return {
+        "ops": 0,
+        "expected": 0,
+        "observed": 0,
+        "aborts": 0,
+        "migrations": 0,
+        "signals_delivered": 0,
+        "affinity_changes": 0,
+        "cpuset_shifts": 0,
+        "threads_started": 0,
+        "forks": 0,
+        "membarriers": 0,
+        "invariant_violations": 0,
+        "invariant_samples": 0,
+        "per_cpu": [],
+        "duration_s": 0.0,
+        "error": None,
+        "path": "fallback",
+        "owner": "none",
+    }
 
 
 def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
@@ -94,9 +123,12 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         reasons.append(f"registration={requested}: the seccomp filter did not block rseq")
     if requested in ("glibc", "own") and runs.get("rseq") and main["path"] != "rseq":
         reasons.append(f"registration={requested}: the workers ran on the fallback path")
-    details: dict[str, Any] = {"abi": raw.get("abi"), "owner": main.get("owner"),
-                               "slot_ops": main.get("slot_ops", []),
-                               "invariant_samples": main.get("invariant_samples", 0)}
+    details: dict[str, Any] = {
+        "abi": raw.get("abi"),
+        "owner": main.get("owner"),
+        "slot_ops": main.get("slot_ops", []),
+        "invariant_samples": main.get("invariant_samples", 0),
+    }
     if spec["path"] == "both" and "rseq" in runs:
         fallback = runs.get("fallback")
         path = "both"
@@ -104,11 +136,14 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
             reasons.append("both: the fallback run did not happen")
         else:
             reasons += _run_reasons("fallback", fallback)
-            details["fallback"] = {k: fallback[k] for k in
-                                   ("ops", "expected", "observed", "duration_s", "per_cpu")}
+            details["fallback"] = {
+                k: fallback[k] for k in ("ops", "expected", "observed", "duration_s", "per_cpu")
+            }
             if fallback["observed"] != main["observed"]:
-                reasons.append(f"both: rseq path total {main['observed']} != fallback path "
-                               f"total {fallback['observed']} for the same op budget")
+                reasons.append(
+                    f"both: rseq path total {main['observed']} != fallback path "
+                    f"total {fallback['observed']} for the same op budget"
+                )
     if raw.get("stderr"):
         details["stderr"] = raw["stderr"]
 

@@ -14,9 +14,11 @@ import pytest
 
 from .result import StressResult
 
-MARKER_HELP = ("rseq(**kwargs): defaults for the rseq_stress fixture; the keywords are those "
-               "of pytest_rseq.run (threads, ops_per_thread, duration, chaos, path, "
-               "registration, isolate, seed)")
+MARKER_HELP = (
+    "rseq(**kwargs): defaults for the rseq_stress fixture; the keywords are those "
+    "of pytest_rseq.run (threads, ops_per_thread, duration, chaos, path, "
+    "registration, isolate, seed)"
+)
 
 
 def _run_keywords() -> set[str]:
@@ -53,8 +55,10 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
     for mark in reversed(list(request.node.iter_markers("rseq"))):
         unknown = sorted(set(mark.kwargs) - allowed)
         if unknown or mark.args:
-            raise pytest.UsageError(f"@pytest.mark.rseq takes keywords of run() only "
-                                    f"({', '.join(sorted(allowed))}); got {unknown or mark.args}")
+            raise pytest.UsageError(
+                f"@pytest.mark.rseq takes keywords of run() only "
+                f"({', '.join(sorted(allowed))}); got {unknown or mark.args}"
+            )
         defaults.update(mark.kwargs)
 
     def stress(workload: Any = "counter", **kwargs: Any) -> StressResult:

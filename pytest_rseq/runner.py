@@ -50,9 +50,17 @@ def allowed_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def build_spec(workload: WorkloadLike, *, threads: int | None, ops_per_thread: int | None,
-               duration: float, chaos: Chaos | None, path: str, registration: str,
-               seed: int | None) -> dict[str, Any]:
+def build_spec(
+    workload: WorkloadLike,
+    *,
+    threads: int | None,
+    ops_per_thread: int | None,
+    duration: float,
+    chaos: Chaos | None,
+    path: str,
+    registration: str,
+    seed: int | None,
+) -> dict[str, Any]:
     """Validate the arguments of :func:`run` and return the child's JSON spec.
 
     Raises:
@@ -125,14 +133,22 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
         spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
         proc = subprocess.Popen(
-            _child_argv(spec["registration"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=_child_env(spec["registration"]), start_new_session=True)
+            _child_argv(spec["registration"]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_child_env(spec["registration"]),
+            start_new_session=True,
+        )
         try:
             _, err = proc.communicate(json.dumps(spec).encode(), timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return {"error": f"the child did not finish within {limit:.0f} s and was killed",
-                    "crash": "timeout", "runs": {}}
+            return {
+                "error": f"the child did not finish within {limit:.0f} s and was killed",
+                "crash": "timeout",
+                "runs": {},
+            }
         except BaseException:
             _kill_group(proc)
             raise
@@ -186,10 +202,18 @@ def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
     return dict(box["raw"])
 
 
-def run(workload: WorkloadLike, *, threads: int | None = None, ops_per_thread: int | None = None,
-        duration: float = 1.0, chaos: Chaos | None = None, path: str = "rseq",
-        registration: str = "auto", isolate: bool = True, seed: int | None = None
-        ) -> StressResult:
+def run(
+    workload: WorkloadLike,
+    *,
+    threads: int | None = None,
+    ops_per_thread: int | None = None,
+    duration: float = 1.0,
+    chaos: Chaos | None = None,
+    path: str = "rseq",
+    registration: str = "auto",
+    isolate: bool = True,
+    seed: int | None = None,
+) -> StressResult:
     """Run ``workload`` in native threads under ``chaos`` and check it against the oracle.
 
     Args:
@@ -215,12 +239,20 @@ def run(workload: WorkloadLike, *, threads: int | None = None, ops_per_thread: i
         CapabilityMissing: the machine cannot do what was asked.
         WorkloadError: a workload library could not be loaded.
     """
-    spec = build_spec(workload, threads=threads, ops_per_thread=ops_per_thread,
-                      duration=duration, chaos=chaos, path=path, registration=registration,
-                      seed=seed)
+    spec = build_spec(
+        workload,
+        threads=threads,
+        ops_per_thread=ops_per_thread,
+        duration=duration,
+        chaos=chaos,
+        path=path,
+        registration=registration,
+        seed=seed,
+    )
     if not isolate and registration not in ("auto", "glibc"):
-        raise ValueError(f"registration={registration!r} needs isolate=True "
-                         f"(it changes how the process starts)")
+        raise ValueError(
+            f"registration={registration!r} needs isolate=True (it changes how the process starts)"
+        )
     raw = run_isolated(spec) if isolate else run_in_process(spec)
     if raw.get("capability_missing"):
         raise CapabilityMissing(raw["capability_missing"])

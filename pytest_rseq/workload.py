@@ -36,8 +36,9 @@ class Workload:
             ValueError: ``name`` is not a built-in workload.
         """
         if name not in BUILTIN_WORKLOADS:
-            raise ValueError(f"unknown workload {name!r}; built-in workloads: "
-                             f"{', '.join(BUILTIN_WORKLOADS)}")
+            raise ValueError(
+                f"unknown workload {name!r}; built-in workloads: {', '.join(BUILTIN_WORKLOADS)}"
+            )
         return cls(name=name)
 
     @classmethod
