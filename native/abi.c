@@ -194,3 +194,19 @@ int prseq_block_rseq(int err)
         return -errno;
     return 0;
 }
+
+int prseq_node_id_usable(int owner)
+{
+    uint32_t feature = (uint32_t)getauxval(AT_RSEQ_FEATURE_SIZE);
+    uint32_t need = offsetof(struct prseq_area, node_id) + 4;
+
+    if (owner == PRSEQ_OWNER_OWN)
+        return feature >= need;
+    if (owner == PRSEQ_OWNER_GLIBC) {
+        uint32_t size = have_glibc_symbols() ? __rseq_size : 0;
+        if (size == 20 || size == 32)
+            size = feature < RSEQ_ORIG_SIZE ? feature : RSEQ_ORIG_SIZE;
+        return size >= need;
+    }
+    return 0;
+}

@@ -39,6 +39,7 @@ _RESULT_COUNTERS = (
     "fork_errors",
     "membarriers",
     "hotplug_events",
+    "timer_signals",
     "invariant_samples",
     "invariant_violations",
 )
@@ -110,7 +111,6 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
     cfg.cs_delay = int(chaos.get("cs_delay", 0))
     cfg.sample_every = spec.get("sample_every", 64)
     for name in (
-        "signals_hz",
         "affinity_hz",
         "cpuset_hz",
         "churn_hz",
@@ -119,6 +119,24 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
         "hotplug_hz",
     ):
         setattr(cfg, name, float(chaos.get(name, 0)))
+    # The storm's rate is split between tgkill and per-thread timers.
+    signals_hz = float(chaos.get("signals_hz", 0))
+    cfg.signals_hz = signals_hz / 2
+    cfg.timer_hz = signals_hz / 2
+    cpuset = spec.get("cpuset") or {}
+    for field, key in (
+        ("cpuset_dir", "dir"),
+        ("cpuset_tasks", "tasks"),
+        ("cpuset_choices", "choices"),
+    ):
+        if cpuset.get(key):
+            text = ffi.new("char[]", str(cpuset[key]).encode())
+            keep.append(text)
+            setattr(cfg, field, text)
+    if spec.get("hotplug_cpus"):
+        text = ffi.new("char[]", ",".join(str(c) for c in spec["hotplug_cpus"]).encode())
+        keep.append(text)
+        cfg.hotplug_cpus = text
     keep.append(cfg)
     return cfg
 
