@@ -165,6 +165,10 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         out["workload_error"] = str(exc)
         return out
 
+    if spec.get("cpuset"):
+        from .cpuset import join_process
+
+        join_process(spec["cpuset"])
     keep: list[Any] = []
     cfg = _config(ffi, spec, keep)
     res = ffi.new("struct prseq_result *")
@@ -185,7 +189,26 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _seccomp_after_start(err: int) -> int:
+    """Block rseq in this running process, then start a thread (glibc may abort)."""
+    import threading
+
+    _, lib = load()
+    rc = lib.prseq_block_rseq(err)
+    if rc < 0:
+        sys.stderr.write(f"pytest-rseq: installing the seccomp filter failed: {os.strerror(-rc)}\n")
+        return 3
+    worker = threading.Thread(target=lambda: None)
+    worker.start()
+    worker.join()
+    sys.stdout.write("thread-started\n")
+    sys.stdout.flush()
+    return 0
+
+
 def _main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--seccomp-after-start" and argv[1] in BLOCK_ERRNOS:
+        return _seccomp_after_start(BLOCK_ERRNOS[argv[1]])
     if len(argv) == 2 and argv[0] == "--block" and argv[1] in BLOCK_ERRNOS:
         _, lib = load()
         rc = lib.prseq_block_rseq(BLOCK_ERRNOS[argv[1]])
