@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -209,4 +210,12 @@ int prseq_node_id_usable(int owner)
         return size >= need;
     }
     return 0;
+}
+
+/* MEMBARRIER_CMD_QUERY: the commands this kernel supports (a bit mask), or
+ * a negative errno. Side-effect free: nothing is registered. */
+int prseq_membarrier_query(void)
+{
+    long rc = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return rc < 0 ? -errno : (int)rc;
 }

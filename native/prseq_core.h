@@ -108,6 +108,7 @@ uint32_t prseq_possible_cpus(void);
 const struct prseq_workload *prseq_load_library(const char *path, const char *symbol,
                                                 char *err, size_t errlen);
 int prseq_block_rseq(int err);
+int prseq_membarrier_query(void);
 const char *prseq_build_version(void);
 const char *prseq_source_hash(void);
 /* cffi-cdef-end */

@@ -13,7 +13,7 @@ from .result import StressResult
 
 VIOLATIONS = {
     1: "cpu_id_start != cpu_id outside a critical section",
-    2: "sched_getcpu() != cpu_id",
+    2: "getcpu() (the syscall) != cpu_id",
     3: "cpu_id is not a possible CPU",
     4: "mm_cid is not below min(possible CPUs, threads of the process)",
     5: "cpu_id is outside the thread's settled affinity mask",
@@ -181,6 +181,12 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
     }
     if spec.get("cpuset"):
         details["cpuset"] = spec["cpuset"]
+    perf = dict(raw.get("perf") or {"available": False, "reason": "in-process run"})
+    if perf.get("available") and "fixups" in perf:
+        # Fork children abort on their copies too; the kernel counts those.
+        perf["aborts"] = main["aborts"]
+        perf["difference"] = perf["fixups"] - main["aborts"]
+    details["perf"] = perf
     if spec["path"] == "both" and "rseq" in runs:
         fallback = runs.get("fallback")
         path = "both"
