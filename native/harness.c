@@ -187,7 +187,9 @@ static void *worker_main(void *arg)
     int (*op)(void *, struct prseq_thread *) = use_rseq ? run->w->op : run->w->fallback_op;
     uint64_t remaining = s->budget - s->ops, done = 0, batches = 0, migrations = 0;
     uint64_t born = 0;
-    uint32_t last_cpu = UINT32_MAX;
+    /* Per slot, across churned threads: the slot's work moving between
+     * CPUs is what migration chaos must show. */
+    uint32_t last_cpu = s->last_cpu;
     struct prseq_area *area;
     int owner, registered = 0, entered = 0;
 
@@ -254,6 +256,7 @@ out:
         prseq_own_unregister();
     s->ops += done;
     s->migrations += migrations;
+    s->last_cpu = last_cpu;
     __atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&s->exited, 1, __ATOMIC_RELEASE);
     sem_post(&run->exited);
@@ -437,6 +440,7 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
         struct prseq_slot *s = &run.slots[i];
         s->run = &run;
         s->t.index = i;
+        s->last_cpu = UINT32_MAX;
         s->budget = cfg->slot_budgets ? cfg->slot_budgets[i]
                     : cfg->ops_per_thread ? cfg->ops_per_thread
                                           : UINT64_MAX;

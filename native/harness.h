@@ -20,6 +20,7 @@ struct prseq_slot {
     uint64_t ops;              /* ops done over every thread of this slot */
     uint64_t aborts;
     uint64_t migrations;
+    uint32_t last_cpu;         /* CPU the slot's last thread was last seen on */
     uint64_t lifetime_ns;      /* churn: how long the current thread lives */
     void *timer;               /* chaos.c: the thread's POSIX timer (signal storm) */
     uint64_t timer_born;       /* when that timer started */

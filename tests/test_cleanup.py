@@ -77,8 +77,8 @@ def test_runs_leave_the_pytest_process_as_they_found_it() -> None:
         signals_hz=2000, affinity_hz=500, churn_hz=100, fork_hz=50, membarrier_hz=2000, cs_delay=50
     )
     # In-process: the handler, masks and fork children are in this very process.
-    run("counter", threads=2, duration=0.3, chaos=everything, isolate=False).assert_consistent()
-    run("counter", threads=2, duration=0.3, chaos=everything).assert_consistent()
+    run("counter", threads=2, duration=0.5, chaos=everything, isolate=False).assert_consistent()
+    run("counter", threads=2, duration=0.5, chaos=everything).assert_consistent()
     if cgroup_info()["cpuset_writable"]:
         run("counter", threads=2, duration=0.3, chaos=Chaos(cpuset_hz=300)).assert_consistent()
     run("canary_bad_signature", threads=2, duration=0.3, chaos=Chaos(signals_hz=2000))
