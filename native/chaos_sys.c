@@ -114,11 +114,14 @@ void chaos_cpuset_teardown(struct chaos *c)
 
 /* ---- CPU hotplug -------------------------------------------------------- */
 
-static int set_online(int cpu, int online)
+static int set_online(struct chaos *c, int cpu, int online)
 {
-    char path[128];
+    const char *root = c->run->cfg->hotplug_root;
+    char path[4096];
 
-    snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/online", cpu);
+    if (!root || !root[0])
+        root = "/sys/devices/system/cpu";
+    snprintf(path, sizeof(path), "%s/cpu%d/online", root, cpu);
     return write_file(path, online ? "1" : "0");
 }
 
@@ -146,12 +149,12 @@ void chaos_hotplug_fire(struct chaos *c, uint64_t *rng)
 
     prseq_mask_change_begin(c->run);
     if (c->offline_cpu >= 0) {
-        rc = set_online(c->offline_cpu, 1);
+        rc = set_online(c, c->offline_cpu, 1);
         if (rc == 0)
             c->offline_cpu = -1;
     } else {
         cpu = c->hotplug_cpus[chaos_rand(rng) % (uint64_t)c->nr_hotplug];
-        rc = set_online(cpu, 0);
+        rc = set_online(c, cpu, 0);
         if (rc == 0)
             c->offline_cpu = cpu;
     }
@@ -162,7 +165,7 @@ void chaos_hotplug_fire(struct chaos *c, uint64_t *rng)
 
 void chaos_hotplug_teardown(struct chaos *c)
 {
-    if (c->offline_cpu >= 0 && set_online(c->offline_cpu, 1) == 0) {
+    if (c->offline_cpu >= 0 && set_online(c, c->offline_cpu, 1) == 0) {
         c->offline_cpu = -1;
         c->hotplug_events++;
     }

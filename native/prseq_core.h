@@ -66,6 +66,7 @@ struct prseq_config {
     const char *cpuset_tasks;     /* file that takes worker TIDs (tasks or cgroup.threads) */
     const char *cpuset_choices;   /* ';'-separated cpu lists to cycle through */
     const char *hotplug_cpus;     /* ','-separated CPU ids the hotplug injector may offline */
+    const char *hotplug_root;     /* NULL = /sys/devices/system/cpu (tests pass a fake tree) */
 };
 
 struct prseq_result {

@@ -137,6 +137,10 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
         text = ffi.new("char[]", ",".join(str(c) for c in spec["hotplug_cpus"]).encode())
         keep.append(text)
         cfg.hotplug_cpus = text
+    if spec.get("hotplug_root"):
+        root = ffi.new("char[]", str(spec["hotplug_root"]).encode())
+        keep.append(root)
+        cfg.hotplug_root = root
     keep.append(cfg)
     return cfg
 

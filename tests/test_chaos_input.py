@@ -252,3 +252,47 @@ def test_real_hotplug_run_restores_every_cpu() -> None:
     assert result.details["hotplug_events"] > 0
     assert Path("/sys/devices/system/cpu/online").read_text() == online
     assert os.sched_getaffinity(0) == affinity
+
+
+def test_native_hotplug_injector_on_a_fake_tree(tmp_path: Path) -> None:
+    """The native injector alternates offline/online and brings its CPU back at teardown.
+
+    Runs against a fake ``cpuN/online`` tree, so the real CPUs stay untouched.
+    """
+    from pytest_rseq.runner import build_spec, run_in_process
+
+    sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "1"})
+    spec = build_spec(
+        "counter",
+        threads=2,
+        ops_per_thread=None,
+        duration=0.3,
+        chaos=Chaos(hotplug_hz=10),
+        path="rseq",
+        registration="auto",
+        seed=3,
+    )
+    spec.update(hotplug_cpus=[1], hotplug_root=str(sysfs))
+    raw = run_in_process(spec)["runs"]["rseq"]
+    assert raw["error"] is None
+    assert raw["hotplug_events"] >= 2  # at least one offline and the online after it
+    assert raw["hotplug_events"] % 2 == 0  # every offline was undone
+    assert (sysfs / "cpu1" / "online").read_text().strip() == "1"
+
+
+def test_native_hotplug_refuses_cpu0(tmp_path: Path) -> None:
+    from pytest_rseq.runner import build_spec, run_in_process
+
+    spec = build_spec(
+        "counter",
+        threads=1,
+        ops_per_thread=None,
+        duration=0.1,
+        chaos=Chaos(hotplug_hz=10),
+        path="rseq",
+        registration="auto",
+        seed=3,
+    )
+    spec.update(hotplug_cpus=[0], hotplug_root=str(tmp_path))
+    raw = run_in_process(spec)["runs"]["rseq"]
+    assert "hotplug injector setup" in raw["error"]
