@@ -40,14 +40,19 @@ static void on_storm_signal(int sig, siginfo_t *info, void *uctx)
     __atomic_fetch_add(&signals_delivered, 1, __ATOMIC_RELAXED);
 }
 
+/* Several injectors (and workers joining a cpuset) change masks at once,
+ * so parity of one counter is not enough: mask_busy counts changes in
+ * flight and mask_gen moves at both ends of each. */
 void prseq_mask_change_begin(struct prseq_run *run)
 {
-    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_ACQ_REL);
+    __atomic_fetch_add(&run->mask_busy, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_SEQ_CST);
 }
 
 void prseq_mask_change_end(struct prseq_run *run)
 {
-    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_ACQ_REL);
+    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_sub(&run->mask_busy, 1, __ATOMIC_SEQ_CST);
 }
 
 uint64_t chaos_rand(uint64_t *x)

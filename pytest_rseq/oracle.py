@@ -15,7 +15,7 @@ VIOLATIONS = {
     1: "cpu_id_start != cpu_id outside a critical section",
     2: "getcpu() (the syscall) != cpu_id",
     3: "cpu_id is not a possible CPU",
-    4: "mm_cid is not below min(possible CPUs, threads of the process)",
+    4: "mm_cid is not below min(allowed CPUs, threads of the process)",
     5: "cpu_id is outside the thread's settled affinity mask",
     6: "node_id is not the NUMA node of cpu_id",
 }
