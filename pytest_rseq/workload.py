@@ -16,6 +16,9 @@ BUILTIN_WORKLOADS: tuple[str, ...] = (
 
 DEFAULT_SYMBOL = "prseq_workload"
 
+STATIC_TLS_ERROR = "static TLS block"
+"""What glibc's dlopen says when a library's initial-exec TLS does not fit (FACTS.md)."""
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -27,6 +30,7 @@ class Workload:
     name: str
     library: str | None = None
     symbol: str = DEFAULT_SYMBOL
+    preload: bool | None = None
 
     @classmethod
     def builtin(cls, name: str) -> Workload:
@@ -42,11 +46,19 @@ class Workload:
         return cls(name=name)
 
     @classmethod
-    def from_library(cls, path: str | Path, symbol: str = DEFAULT_SYMBOL) -> Workload:
+    def from_library(
+        cls, path: str | Path, symbol: str = DEFAULT_SYMBOL, *, preload: bool | None = None
+    ) -> Workload:
         """Return a workload loaded (in the child process) from the library at ``path``.
 
-        ``symbol`` names the exported function returning the
-        ``const struct prseq_workload *``.
+        Args:
+            path: the shared library exporting the prseq C ABI (``pytest_rseq.h``).
+            symbol: the exported function returning the ``const struct prseq_workload *``.
+            preload: start the child with the library in ``LD_PRELOAD`` instead of
+                loading it with ``dlopen``. ``None`` (default) preloads only when
+                ``dlopen`` fails with "cannot allocate memory in static TLS block"
+                (initial-exec TLS with a large alignment, as librseq has); ``False``
+                never preloads.
 
         Raises:
             ValueError: ``path`` does not exist or ``symbol`` is not an identifier.
@@ -54,9 +66,13 @@ class Workload:
         lib = Path(path)
         if not lib.is_file():
             raise ValueError(f"workload library {str(path)!r} does not exist")
-        if not symbol.isidentifier():
+        if not isinstance(symbol, str) or not symbol.isidentifier():
             raise ValueError(f"symbol {symbol!r} is not a C identifier")
-        return cls(name=f"{lib.name}:{symbol}", library=str(lib.resolve()), symbol=symbol)
+        if preload not in (None, True, False):
+            raise ValueError(f"preload must be None, True or False, got {preload!r}")
+        return cls(
+            name=f"{lib.name}:{symbol}", library=str(lib.resolve()), symbol=symbol, preload=preload
+        )
 
     @property
     def is_canary(self) -> bool:
@@ -65,7 +81,12 @@ class Workload:
 
     def to_spec(self) -> dict[str, Any]:
         """Return the JSON-safe description the child process loads."""
-        return {"name": self.name, "library": self.library, "symbol": self.symbol}
+        return {
+            "name": self.name,
+            "library": self.library,
+            "symbol": self.symbol,
+            "preload": self.preload,
+        }
 
 
 WorkloadLike = str | Workload
@@ -82,3 +103,41 @@ def as_workload(workload: WorkloadLike) -> Workload:
     if isinstance(workload, str):
         return Workload.builtin(workload)
     raise ValueError(f"workload must be a name or a Workload, got {workload!r}")
+
+
+def preload_env(env: dict[str, str], spec: dict[str, Any]) -> dict[str, str]:
+    """Return ``env`` with the spec's workload library in ``LD_PRELOAD`` when it asks for it."""
+    wl = spec["workload"]
+    if not (wl.get("library") and wl.get("preload")):
+        return env
+    preloads = [p for p in env.get("LD_PRELOAD", "").split() if p]
+    return {**env, "LD_PRELOAD": " ".join([wl["library"], *preloads])}
+
+
+def wants_preload_retry(spec: dict[str, Any], raw: dict[str, Any]) -> bool:
+    """True when the library failed to ``dlopen`` for lack of static TLS and may be preloaded."""
+    wl = spec["workload"]
+    return (
+        wl.get("library") is not None
+        and wl.get("preload") is None
+        and STATIC_TLS_ERROR in str(raw.get("workload_error") or "")
+    )
+
+
+def with_preload(spec: dict[str, Any]) -> dict[str, Any]:
+    """Return ``spec`` with its workload library marked for ``LD_PRELOAD``."""
+    return {**spec, "workload": {**spec["workload"], "preload": True}}
+
+
+def static_tls_hint(spec: dict[str, Any], message: str) -> str:
+    """Add the fix to a load error caused by initial-exec TLS that ``dlopen`` cannot place."""
+    if STATIC_TLS_ERROR not in message:
+        return message
+    wl = spec["workload"]
+    if wl.get("preload"):
+        return f"{message} (even with the library in LD_PRELOAD)"
+    return (
+        f"{message}: the library has initial-exec TLS that dlopen cannot place; "
+        f"use Workload.from_library({wl['library']!r}, preload=True) (or preload=None, the "
+        f"default, with isolate=True) to start the child with it in LD_PRELOAD"
+    )
