@@ -117,9 +117,7 @@ class _Image:
     def _functions(self) -> list[tuple[int, int, str]]:
         from elftools.elf.sections import SymbolTableSection
 
-        table = self.elf.get_section_by_name(".symtab") or self.elf.get_section_by_name(
-            ".dynsym"
-        )
+        table = self.elf.get_section_by_name(".symtab") or self.elf.get_section_by_name(".dynsym")
         if not isinstance(table, SymbolTableSection):
             return []
         funcs = {
@@ -197,19 +195,26 @@ def _check_descriptor(image: _Image, d: _Descriptor, signature: int) -> Iterator
     if d.post_commit_offset == 0:
         yield "empty", f"empty critical section: post_commit_offset is 0 at {d.start_ip:#x}"
     elif d.post_commit_offset >= 2**63:
-        yield "commit-before-start", (
-            f"commit address {end % 2**64:#x} lies before start_ip {d.start_ip:#x}"
+        yield (
+            "commit-before-start",
+            (f"commit address {end % 2**64:#x} lies before start_ip {d.start_ip:#x}"),
         )
     elif end > sec_hi:
-        yield "commit-outside", (
-            f"commit address {end:#x} (start_ip {d.start_ip:#x} + {d.post_commit_offset:#x}) "
-            f"lies outside {start_sec.name} [{sec_lo:#x}, {sec_hi:#x}) that holds start_ip"
+        yield (
+            "commit-outside",
+            (
+                f"commit address {end:#x} (start_ip {d.start_ip:#x} + {d.post_commit_offset:#x}) "
+                f"lies outside {start_sec.name} [{sec_lo:#x}, {sec_hi:#x}) that holds start_ip"
+            ),
         )
     sane_range = 0 < d.post_commit_offset < 2**63 and end <= sec_hi
     if sane_range and d.start_ip <= d.abort_ip < end:
-        yield "abort-inside", (
-            f"abort_ip {d.abort_ip:#x} lies inside the critical section "
-            f"[{d.start_ip:#x}, {end:#x})"
+        yield (
+            "abort-inside",
+            (
+                f"abort_ip {d.abort_ip:#x} lies inside the critical section "
+                f"[{d.start_ip:#x}, {end:#x})"
+            ),
         )
     if not _is_exec(image.section_at(d.abort_ip)):
         yield "abort", f"abort_ip {d.abort_ip:#x} is not in an executable section"
@@ -218,9 +223,12 @@ def _check_descriptor(image: _Image, d: _Descriptor, signature: int) -> Iterator
     found = int.from_bytes(raw, "little" if image.little else "big") if raw else None
     if found != signature:
         what = f"{found:#010x}" if found is not None else "no readable bytes"
-        yield "signature", (
-            f"abort_ip {d.abort_ip:#x} is not preceded by the rseq signature "
-            f"{signature:#010x} (found {what}): the first abort kills the thread with SIGSEGV"
+        yield (
+            "signature",
+            (
+                f"abort_ip {d.abort_ip:#x} is not preceded by the rseq signature "
+                f"{signature:#010x} (found {what}): the first abort kills the thread with SIGSEGV"
+            ),
         )
 
 
@@ -267,7 +275,9 @@ def lint(path: str | Path, *, signature: int | None = None) -> list[LintFinding]
         expected_sig = signature if signature is not None else SIGNATURES.get(image.machine)
         if expected_sig is None:
             return [
-                LintFinding(name, "library", 0, "arch", f"no rseq signature known for {image.machine}")
+                LintFinding(
+                    name, "library", 0, "arch", f"no rseq signature known for {image.machine}"
+                )
             ]
         section = elf.get_section_by_name(DESCRIPTOR_SECTION)
         if section is None or section["sh_type"] == "SHT_NOBITS":

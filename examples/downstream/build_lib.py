@@ -1,6 +1,6 @@
 """Build step of the example: compile src/percpu.c into the two workload libraries.
 
-    python build.py [OUT_DIR]      # default: ./build
+    python build_lib.py [OUT_DIR]      # default: ./build
 
 Only the public pytest-rseq API is used: ``pytest_rseq.get_include()`` gives
 the folder of ``pytest_rseq.h``.
