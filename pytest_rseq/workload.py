@@ -31,6 +31,7 @@ class Workload:
     library: str | None = None
     symbol: str = DEFAULT_SYMBOL
     preload: bool | None = None
+    registers_itself: bool = False
 
     @classmethod
     def builtin(cls, name: str) -> Workload:
@@ -47,7 +48,12 @@ class Workload:
 
     @classmethod
     def from_library(
-        cls, path: str | Path, symbol: str = DEFAULT_SYMBOL, *, preload: bool | None = None
+        cls,
+        path: str | Path,
+        symbol: str = DEFAULT_SYMBOL,
+        *,
+        preload: bool | None = None,
+        registers_itself: bool = False,
     ) -> Workload:
         """Return a workload loaded (in the child process) from the library at ``path``.
 
@@ -59,6 +65,11 @@ class Workload:
                 ``dlopen`` fails with "cannot allocate memory in static TLS block"
                 (initial-exec TLS with a large alignment, as librseq has); ``False``
                 never preloads.
+            registers_itself: the library registers its own rseq area in
+                ``thread_init`` when glibc has not (as librseq does). Under
+                ``registration="own"`` pytest-rseq then registers none (a second
+                area for the thread would be refused with EINVAL) and runs the rseq path on the
+                library's area; the result's owner is ``"workload"``.
 
         Raises:
             ValueError: ``path`` does not exist or ``symbol`` is not an identifier.
@@ -68,10 +79,16 @@ class Workload:
             raise ValueError(f"workload library {str(path)!r} does not exist")
         if not isinstance(symbol, str) or not symbol.isidentifier():
             raise ValueError(f"symbol {symbol!r} is not a C identifier")
-        if preload not in (None, True, False):
+        if preload is not None and not isinstance(preload, bool):
             raise ValueError(f"preload must be None, True or False, got {preload!r}")
+        if not isinstance(registers_itself, bool):
+            raise ValueError(f"registers_itself must be True or False, got {registers_itself!r}")
         return cls(
-            name=f"{lib.name}:{symbol}", library=str(lib.resolve()), symbol=symbol, preload=preload
+            name=f"{lib.name}:{symbol}",
+            library=str(lib.resolve()),
+            symbol=symbol,
+            preload=preload,
+            registers_itself=bool(registers_itself),
         )
 
     @property
@@ -86,6 +103,7 @@ class Workload:
             "library": self.library,
             "symbol": self.symbol,
             "preload": self.preload,
+            "registers_itself": self.registers_itself,
         }
 
 

@@ -58,9 +58,53 @@ static int op(void *s, struct prseq_thread *t) {
 static uint64_t total(void *s) { return *(unsigned long long *)s; }
 static void destroy(void *s) { (void)s; }
 
+#ifdef SELF_REGISTER
+/* librseq style: use glibc's area if it registered one, else register our own. */
+#include <sys/syscall.h>
+#include <unistd.h>
+static __thread struct prseq_rseq_area own_area __attribute__((aligned(32)));
+static __thread int registered;
+
+static int self_init(void *s, struct prseq_thread *t) {
+    (void)s;
+    t->local = prseq_glibc_rseq_area();
+    if (t->local)
+        return 0;
+    own_area.cpu_id = (uint32_t)-1;
+    if (syscall(__NR_rseq, &own_area, 32, 0, PRSEQ_RSEQ_SIG) != 0)
+        return errno == ENOSYS || errno == EPERM ? 0 : -errno;
+    registered = 1;
+    t->local = &own_area;
+    return 0;
+}
+static void self_exit(void *s, struct prseq_thread *t) {
+    (void)s; (void)t;
+    if (registered)
+        syscall(__NR_rseq, &own_area, 32, 1, PRSEQ_RSEQ_SIG);
+    registered = 0;
+}
+/* The kernel keeps cpu_id of a registered area current: proof of a live area. */
+static int self_op(void *s, struct prseq_thread *t) {
+    struct prseq_rseq_area *a = t->local;
+    if (!a)
+        return -ENOSYS;
+    if ((int32_t)__atomic_load_n(&a->cpu_id, __ATOMIC_RELAXED) < 0)
+        return -ENODEV;
+    __atomic_fetch_add((unsigned long long *)s, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+#define INIT self_init
+#define EXIT self_exit
+#define OP self_op
+#else
+#define INIT NULL
+#define EXIT NULL
+#define OP op
+#endif
+
 static struct prseq_workload w = {
-    .abi_version = ABI, .name = "tiny", .create = create, .op = op, .fallback_op = op,
-    .total = total, .destroy = destroy,
+    .abi_version = ABI, .name = "tiny", .create = create, .thread_init = INIT, .op = OP,
+    .fallback_op = op, .thread_exit = EXIT, .total = total, .destroy = destroy,
 };
 
 const struct prseq_workload *tiny_workload(void) {
@@ -209,3 +253,32 @@ def test_a_bad_library_fails_only_its_test_under_pytest(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*WorkloadError*libabi7.so*abi_version 7*"])
+
+
+def test_a_self_registering_library_runs_in_own_mode(tmp_path: Path) -> None:
+    """registers_itself=True: pytest-rseq leaves the registration to the library."""
+    lib = build(tmp_path, "selfreg", "SELF_REGISTER")
+    wl = Workload.from_library(lib, "tiny_workload", registers_itself=True)
+    result = pytest_rseq.run(wl, registration="own", threads=2, duration=0.2)
+    result.assert_consistent()
+    assert result.path == "rseq" and result.details["owner"] == "workload"
+    assert result.ops > 0
+    with_glibc = pytest_rseq.run(wl, threads=2, duration=0.2)
+    with_glibc.assert_consistent()
+
+
+def test_a_self_registering_library_without_the_flag_is_refused(tmp_path: Path) -> None:
+    """Two registrants for one thread: the harness's area, then the library's."""
+    lib = build(tmp_path, "selfreg", "SELF_REGISTER")
+    result = pytest_rseq.run(
+        Workload.from_library(lib, "tiny_workload"), registration="own", threads=2, duration=0.2
+    )
+    assert not result.ok
+    assert result.error and "tiny: thread_init failed" in result.error
+    # The kernel refuses a second, different area for the thread with EINVAL.
+    assert "invalid argument" in result.error.lower()
+
+
+def test_registers_itself_must_be_a_bool(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="registers_itself must be"):
+        Workload.from_library(build(tmp_path, "good"), registers_itself=1)  # type: ignore[arg-type]
