@@ -97,3 +97,18 @@ def test_own_mode_hands_the_workload_a_real_rseq_area(
     assert result.path == "rseq" and result.details["owner"] == "own"
     assert result.details["abi"]["glibc_size"] == 0
     assert result.ops > 0
+
+
+def test_example_cross_compiles_for_aarch64_and_lints_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aarch64 sections cannot run here; the linter checks them statically."""
+    cross = shutil.which("aarch64-linux-gnu-gcc")
+    if cross is None:
+        pytest.skip("no aarch64 cross compiler on this machine")
+    monkeypatch.setenv("CC", cross)
+    libs = _build_module().build(tmp_path)
+    assert pytest_rseq.lint(libs["libpercpu.so"]) == []
+    findings = pytest_rseq.lint(libs["libpercpu_broken.so"])
+    assert [f.check for f in findings] == ["signature"]
+    assert "0xd428bc00" in findings[0].message

@@ -14,6 +14,11 @@ import pytest_rseq
 from pytest_rseq.lint import LintError, LintFinding, check_library, lint
 
 CC = shutil.which("cc") or shutil.which("gcc")
+# Cross compilers, when the machine has them: the linter reads either architecture.
+CROSS = {
+    "aarch64": (shutil.which("aarch64-linux-gnu-gcc"), 0xD428BC00),
+    "x86_64": (shutil.which("x86_64-linux-gnu-gcc"), 0x53053053),
+}
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
 SIG = {"x86_64": 0x53053053, "aarch64": 0xD428BC00}.get(platform.machine())
 
@@ -54,12 +59,12 @@ GOOD = {
 }
 
 
-def build(tmp_path: Path, name: str, **fields: str) -> Path:
+def build(tmp_path: Path, name: str, cc: str | None = None, **fields: str) -> Path:
     """Compile a one-section shared library with the given descriptor fields."""
     src = tmp_path / f"{name}.c"
     src.write_text(_fill({**GOOD, **fields}))
     out = tmp_path / f"lib{name}.so"
-    subprocess.run([CC, "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
+    subprocess.run([cc or CC, "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
     return out
 
 
@@ -179,3 +184,19 @@ def test_bad_paths_are_value_errors(tmp_path: Path) -> None:
 def test_lint_is_public_api() -> None:
     assert pytest_rseq.lint is lint
     assert pytest_rseq.LintError is LintError
+
+
+@pytest.mark.parametrize("arch", sorted(CROSS))
+def test_lint_reads_either_architecture(tmp_path: Path, arch: str) -> None:
+    cc, sig = CROSS[arch]
+    if cc is None:
+        pytest.skip(f"no {arch} cross compiler on this machine")
+    sig_bytes = f".long {sig:#x}"
+    assert lint(build(tmp_path, "xgood", cc, sig_bytes=sig_bytes)) == []
+    bad_sig = lint(build(tmp_path, "xbadsig", cc, sig_bytes=f".long {sig + 1:#x}"))
+    assert checks(bad_sig) == ["signature"] and f"{sig:#010x}" in bad_sig[0].message
+    assert checks(lint(build(tmp_path, "xempty", cc, sig_bytes=sig_bytes, post_commit="0"))) == [
+        "empty"
+    ]
+    outside = build(tmp_path, "xout", cc, sig_bytes=sig_bytes, post_commit="0x1000000")
+    assert checks(lint(outside)) == ["commit-outside"]

@@ -19,8 +19,10 @@
 
 #if defined(__x86_64__)
 #include "percpu_x86_64.h"
+#elif defined(__aarch64__)
+#include "percpu_aarch64.h"
 #else
-#error "this example has critical sections for x86_64 only"
+#error "this example has critical sections for x86_64 and aarch64 only"
 #endif
 
 #define CACHELINE 64
