@@ -230,6 +230,12 @@ def test_big_aligned_tls_without_preload_says_how_to_fix_it(tmp_path: Path) -> N
     ).assert_consistent()
 
 
+def test_big_aligned_tls_in_process_says_to_isolate(tmp_path: Path) -> None:
+    lib = build(tmp_path, "bigtls", "BIG_TLS")
+    with pytest.raises(WorkloadError, match=r"static TLS block.*isolate=True"):
+        pytest_rseq.run(Workload.from_library(lib, "tiny_workload"), duration=0.2, isolate=False)
+
+
 def test_preload_must_be_a_bool_or_none(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="preload must be"):
         Workload.from_library(build(tmp_path, "good"), preload="yes")  # type: ignore[arg-type]
