@@ -194,6 +194,28 @@ def test_v2_group_layout_on_a_fake_tree(tmp_path: Path) -> None:
     assert "0,2" in group.choices  # sparse list where CPUs allow
 
 
+def _v2_without_cpuset() -> Path | None:
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if parts[2] == "cgroup2":
+            root = Path(parts[1])
+            if "cpuset" not in (root / "cgroup.controllers").read_text().split():
+                return root
+    return None
+
+
+def test_v2_setup_failure_on_a_real_tree_leaves_no_group() -> None:
+    """On a real v2 hierarchy without the cpuset controller, ``+cpuset`` is refused:
+    the group made for the run must be gone and the reason clear."""
+    root = _v2_without_cpuset()
+    if root is None or not os.access(root, os.W_OK):
+        pytest.skip("needs a writable cgroup v2 hierarchy without the cpuset controller")
+    before = sorted(root.glob(f"{cpuset.PREFIX}*"))
+    with pytest.raises(CapabilityMissing, match=r"setting up .* failed"):
+        cpuset.create_group([0, 1], cpuset.CpusetHost(2, root))
+    assert sorted(root.glob(f"{cpuset.PREFIX}*")) == before
+
+
 def test_cpu_choices() -> None:
     assert cpuset.cpu_choices([0, 1]) == ("0", "1", "0,1")
     assert cpuset.cpu_choices([0, 2, 5]) == ("0", "2", "5", "0,5", "0,2,5")
