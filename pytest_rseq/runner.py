@@ -177,6 +177,8 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     raw["returncode"] = proc.returncode
     if proc.returncode < 0:
         raw["crash"] = signal.Signals(-proc.returncode).name
+    elif raw["perf"].get("available") and not raw["runs"] and perf_crash(stderr):
+        raw["crash"] = perf_crash(stderr)
     elif proc.returncode != 0 and not raw["runs"]:
         raw["error"] = f"the child exited with status {proc.returncode}: {stderr.strip()[-500:]}"
     return raw
@@ -224,6 +226,20 @@ def read_perf(path: str | None) -> dict[str, Any]:
     except OSError as exc:
         return {"available": False, "reason": f"perf wrote no output: {exc}"}
     return {"available": False, "reason": "perf output has no rseq_ip_fixup count"}
+
+
+def perf_crash(stderr: str) -> str | None:
+    """The signal that killed a child run under ``perf stat``, from perf's message.
+
+    perf exits 0 when its workload dies by a signal and prints
+    ``<argv0>: <strsignal text>`` instead, so the exit status alone would hide
+    the crash.
+    """
+    for sig in signal.Signals:
+        text = signal.strsignal(sig)
+        if text and f": {text}" in stderr:
+            return sig.name
+    return None
 
 
 @contextlib.contextmanager
