@@ -267,8 +267,7 @@ def machine_changes(spec: dict[str, Any]) -> Iterator[list[str]]:
             stack.callback(remove)
         if chaos["hotplug_hz"] > 0:
             cpus = hotplug.check(set(os.sched_getaffinity(0)))
-            stack.enter_context(hotplug.guard(cpus))
-            spec["hotplug_cpus"] = cpus
+            spec["hotplug_cpus"] = stack.enter_context(hotplug.guard(cpus))
         yield problems
 
 

@@ -240,11 +240,25 @@ def test_hotplug_guard_restores_after_an_exception(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "1", 2: "1"})
     state = tmp_path / "state"
     assert hotplug.hotpluggable({0, 1, 2}, sysfs) == [1, 2]
-    with pytest.raises(RuntimeError), hotplug.guard([1, 2], sysfs, state):
+    with pytest.raises(RuntimeError), hotplug.guard([1, 2], sysfs, state) as online:
+        assert online == [1, 2]
+        assert len(list(state.glob("hotplug-*.json"))) == 1  # recorded before any change
         (sysfs / "cpu2" / "online").write_text("0")
         raise RuntimeError("the run crashed")
     assert (sysfs / "cpu2" / "online").read_text().strip() == "1"
-    assert list(state.iterdir()) == []
+    assert list(state.glob("hotplug-*.json")) == []
+
+
+def test_hotplug_guard_skips_cpus_already_offline(tmp_path: Path) -> None:
+    """A CPU another run holds offline is neither taken nor "restored" to offline."""
+    sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "0", 2: "1"})
+    with hotplug.guard([1, 2], sysfs, tmp_path / "state") as online:
+        assert online == [2]
+    with (
+        pytest.raises(CapabilityMissing, match="none of CPUs"),
+        hotplug.guard([1], sysfs, tmp_path / "state"),
+    ):
+        pass
 
 
 def test_hotplug_state_of_a_dead_owner_is_restored_at_next_start(tmp_path: Path) -> None:
