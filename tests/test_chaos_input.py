@@ -335,7 +335,7 @@ def test_native_hotplug_refuses_cpu0(tmp_path: Path) -> None:
 
 
 def test_perf_status_and_crash_parsing() -> None:
-    from pytest_rseq.runner import perf_crash, perf_status, read_perf
+    from pytest_rseq.perf import perf_crash, perf_status, read_perf
 
     status = perf_status()
     assert set(status) == {"available", "reason"}
@@ -349,7 +349,7 @@ def test_perf_status_and_crash_parsing() -> None:
 
 
 def test_perf_csv_parsing(tmp_path: Path) -> None:
-    from pytest_rseq.runner import read_perf
+    from pytest_rseq.perf import read_perf
 
     out = tmp_path / "perf.csv"
     out.write_text("# started on today\n\n7700,,rseq:rseq_ip_fixup,1000,100.00,,\n")
@@ -362,12 +362,12 @@ def test_perf_wrapper_end_to_end_with_a_stand_in_event(monkeypatch: pytest.Monke
     """The tracepoint is missing here: drive the same wrapper with ``context-switches``."""
     import shutil
 
-    from pytest_rseq import runner
+    from pytest_rseq import perf
 
     if not shutil.which("perf"):
         pytest.skip("perf is not installed")
-    monkeypatch.setattr(runner, "PERF_EVENT", "context-switches")
-    monkeypatch.setattr(runner, "perf_status", lambda: {"available": True, "reason": None})
+    monkeypatch.setattr(perf, "PERF_EVENT", "context-switches")
+    monkeypatch.setattr(perf, "perf_status", lambda: {"available": True, "reason": None})
     probe = subprocess.run(
         ["perf", "stat", "-x,", "-e", "context-switches", "--", "true"], capture_output=True
     )
