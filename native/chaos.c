@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -414,6 +415,10 @@ void prseq_chaos_finish(struct prseq_run *run)
     res->signals_delivered = __atomic_load_n(&signals_delivered, __ATOMIC_RELAXED);
     res->affinity_changes = c->affinity_changes;
     res->cpuset_shifts = c->cpuset_shifts;
+    res->cpuset_errors = c->cpuset_errors;
+    res->cpuset_errno = c->cpuset_errno;
+    if (c->last_choice >= 0 && c->last_choice < c->nr_choices)
+        snprintf(res->cpuset_last, sizeof(res->cpuset_last), "%s", c->choices[c->last_choice]);
     res->forks = c->forks;
     res->fork_errors = c->fork_errors;
     res->membarriers = c->membarriers;

@@ -86,6 +86,11 @@ void chaos_cpuset_fire(struct chaos *c, uint64_t *rng)
     if (rc == 0) {
         c->last_choice = pick;
         __atomic_fetch_add(&c->cpuset_shifts, 1, __ATOMIC_RELAXED);
+    } else {
+        /* Counted and reported; the next event picks again, so one list
+         * the kernel refuses cannot starve the others. */
+        c->cpuset_errors++;
+        c->cpuset_errno = -rc;
     }
 }
 

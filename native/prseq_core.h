@@ -86,6 +86,9 @@ struct prseq_result {
     uint64_t signals_delivered;
     uint64_t affinity_changes;
     uint64_t cpuset_shifts;
+    uint64_t cpuset_errors;       /* cpuset.cpus writes the kernel refused */
+    int cpuset_errno;             /* errno of the last refused write */
+    char cpuset_last[64];         /* the last cpu list written successfully */
     uint64_t threads_started;
     uint64_t forks;
     uint64_t fork_errors;

@@ -34,6 +34,8 @@ _RESULT_COUNTERS = (
     "signals_delivered",
     "affinity_changes",
     "cpuset_shifts",
+    "cpuset_errors",
+    "cpuset_errno",
     "threads_started",
     "forks",
     "fork_errors",
@@ -82,6 +84,7 @@ def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
     data["slot_ops"] = [int(v) for v in res.slot_ops[0 : res.threads]]
     data["per_cpu"] = [int(v) for v in res.shards[0 : res.nr_shards]]
     data["first_violation"] = [int(v) for v in res.first_violation]
+    data["cpuset_last"] = ffi.string(res.cpuset_last).decode(errors="replace")
     return data
 
 

@@ -50,7 +50,14 @@ def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -
         )
     moving = [r for r in ("affinity_hz", "cpuset_hz") if chaos.get(r, 0) > 0]
     if moving and not run.get("migrations", 0):
-        reasons.append(f"not evidence: {', '.join(moving)} requested but no worker migrated")
+        text = f"not evidence: {', '.join(moving)} requested but no worker migrated"
+        if chaos.get("cpuset_hz", 0) > 0:
+            text += (
+                f" (cpuset.cpus: {run.get('cpuset_shifts', 0)} writes, "
+                f"{run.get('cpuset_errors', 0)} refused, last errno {run.get('cpuset_errno', 0)}, "
+                f"last list {run.get('cpuset_last')!r})"
+            )
+        reasons.append(text)
     if run.get("path") == "rseq" and not run.get("aborts", 0):
         if chaos.get("signals_hz", 0) > 0 and chaos.get("cs_delay", 0) > 0:
             reasons.append("not evidence: a signal storm with cs_delay aborted no critical section")
@@ -176,6 +183,7 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         "signals_sent": main.get("signals_sent", 0),
         "timer_signals": main.get("timer_signals", 0),
         "fork_errors": main.get("fork_errors", 0),
+        "cpuset_errors": main.get("cpuset_errors", 0),
         "hotplug_events": main.get("hotplug_events", 0),
         "first_violation": main.get("first_violation", [0, 0, 0, 0]),
     }
