@@ -7,6 +7,7 @@ invariant broke, and the registration mode did what it promised.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from .result import StressResult
@@ -42,6 +43,11 @@ def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -
     reasons = []
     for rate, (counter, what) in _EFFECTS.items():
         if chaos.get(rate, 0) > 0 and not run.get(counter, 0):
+            if rate == "cpuset_hz" and run.get("cpuset_errors"):
+                what += (
+                    f" ({run['cpuset_errors']} refused, last errno "
+                    f"{errno.errorcode.get(run.get('cpuset_errno', 0), run.get('cpuset_errno'))})"
+                )
             reasons.append(f"not evidence: {rate}={chaos[rate]:g} requested but {what}")
     if chaos.get("churn_hz", 0) > 0 and run.get("threads_started", 0) <= threads:
         reasons.append(

@@ -34,7 +34,7 @@ def test_runs_leave_the_pytest_process_as_they_found_it(snapshot: Snapshot) -> N
     run("counter", threads=2, duration=0.5, chaos=everything, isolate=False).assert_consistent()
     run("counter", threads=2, duration=0.5, chaos=everything).assert_consistent()
     if cgroup_info()["cpuset_writable"]:
-        run("counter", threads=2, duration=0.3, chaos=Chaos(cpuset_hz=300)).assert_consistent()
+        run("counter", threads=2, duration=0.5, chaos=Chaos(cpuset_hz=1000)).assert_consistent()
     run("canary_bad_signature", threads=2, duration=0.3, chaos=Chaos(signals_hz=2000))
     assert snapshot() == before
 
