@@ -77,11 +77,14 @@ def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -
 def repro_line(spec: dict[str, Any]) -> str:
     """Return a shell command that repeats the run with the same seed."""
     wl = spec["workload"]
-    target = (
-        f"Workload.from_library({wl['library']!r}, {wl['symbol']!r})"
-        if wl["library"]
-        else repr(wl["name"])
-    )
+    target = repr(wl["name"])
+    if wl["library"]:
+        options = [repr(wl["library"]), repr(wl["symbol"])]
+        if wl.get("preload") is not None:
+            options.append(f"preload={wl['preload']!r}")
+        if wl.get("registers_itself"):
+            options.append("registers_itself=True")
+        target = f"Workload.from_library({', '.join(options)})"
     chaos = ", ".join(
         f"{k}={v!r}" for k, v in spec["chaos"].items() if v != {"oversubscribe": 1.0}.get(k, 0)
     )
