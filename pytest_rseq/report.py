@@ -204,7 +204,7 @@ def summary_lines(rows: Sequence[dict[str, Any]], width: int = 100) -> list[str]
         test = row["test"] + (f" #{row['index']}" if row["index"] else "")
         if row.get("worker") not in (None, "main"):
             test += f" [{row['worker']}]"
-        values[0] = _short(test, max(30, width - 75))
+        values[0] = _short(test, max(60, width - 70))
         table.append(values)
     lines = format_table([h for h, _ in SUMMARY_COLUMNS], table)
     counts: dict[str, int] = {}
