@@ -17,7 +17,7 @@ from cffi import FFI
 NATIVE = Path(__file__).resolve().parent
 ROOT = NATIVE.parent
 INCLUDE = ROOT / "pytest_rseq" / "include"
-SOURCES = ["abi.c", "workloads.c", "harness.c", "chaos.c", "loader.c"]
+SOURCES = ["abi.c", "workloads.c", "harness.c", "chaos.c", "chaos_sys.c", "loader.c"]
 CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"]
 _MARKED = re.compile(r"/\* cffi-cdef-begin \*/(.*?)/\* cffi-cdef-end \*/", re.S)
 
@@ -60,7 +60,9 @@ const char *prseq_source_hash(void) {{ return "{SOURCE_HASH}"; }}
 """,
     sources=[_relative(NATIVE / name) for name in SOURCES],
     include_dirs=[_relative(NATIVE), _relative(INCLUDE)],
-    extra_compile_args=CFLAGS,
+    # Hidden by default: loader.c puts this module in the global scope, so only
+    # PyInit__prseq and prseq_harness_rseq_area may be visible to workloads.
+    extra_compile_args=[*CFLAGS, "-fvisibility=hidden"],
     libraries=["pthread"],
 )
 

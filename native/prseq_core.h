@@ -19,6 +19,7 @@
 #define PRSEQ_OWNER_NONE 0   /* nobody registered an area for this thread */
 #define PRSEQ_OWNER_GLIBC 1  /* glibc >= 2.35 registered it (__rseq_size > 0) */
 #define PRSEQ_OWNER_OWN 2    /* pytest-rseq registered its own area */
+#define PRSEQ_OWNER_WORKLOAD 3 /* the workload registers its own area (own mode) */
 
 #define PRSEQ_MAX_THREADS 1024
 #define PRSEQ_ERRMSG_LEN 256
@@ -51,6 +52,7 @@ struct prseq_config {
     double join_timeout_s;        /* how long stopped workers may take to exit */
     int path;                     /* PRSEQ_PATH_* */
     int own_registration;         /* register pytest-rseq's own area per worker */
+    int workload_registers;       /* own mode: the workload registers its area itself */
     uint64_t seed;
     uint64_t cs_delay;            /* delay loop iterations inside built-in sections */
     uint32_t sample_every;        /* invariant sample period in op batches (0 = off) */
@@ -65,6 +67,7 @@ struct prseq_config {
     const char *cpuset_dir;       /* cgroup dir whose cpuset.cpus the injector rewrites */
     const char *cpuset_tasks;     /* file that takes worker TIDs (tasks or cgroup.threads) */
     const char *cpuset_choices;   /* ';'-separated cpu lists to cycle through */
+    const char *hotplug_cpus;     /* ','-separated CPU ids the hotplug injector may offline */
 };
 
 struct prseq_result {
@@ -87,6 +90,7 @@ struct prseq_result {
     uint64_t fork_errors;
     uint64_t membarriers;
     uint64_t hotplug_events;
+    uint64_t timer_signals;       /* per-thread timer expirations (part of signals_sent) */
     uint64_t invariant_samples;
     uint64_t invariant_violations;
     uint64_t first_violation[4];  /* kind, cpu_id, cpu_id_start, other */
@@ -106,6 +110,7 @@ uint32_t prseq_possible_cpus(void);
 const struct prseq_workload *prseq_load_library(const char *path, const char *symbol,
                                                 char *err, size_t errlen);
 int prseq_block_rseq(int err);
+int prseq_membarrier_query(void);
 const char *prseq_build_version(void);
 const char *prseq_source_hash(void);
 /* cffi-cdef-end */
