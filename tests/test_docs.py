@@ -5,6 +5,8 @@
 * ```` ```yaml ```` with ``steps:``: every ``run:`` step is a command.
 * A block right after ``<!-- file: NAME -->`` is written to ``NAME`` first.
 * A command must exit 0, or ``N`` when it ends with ``# exit N``.
+* A block right after ``<!-- not-run: REASON -->`` is not run; the reason is
+  required and stays visible in the page's source.
 
 The commands of one page run in order, in a fresh folder, with this Python
 environment first on ``PATH``. The README's quick start (a fresh checkout:
@@ -29,6 +31,7 @@ SKIPPED_SECTIONS = {"README.md": {"Quick start"}}
 COMMAND_TIMEOUT_S = 300
 EXIT = re.compile(r"\s+#\s*exit\s+(\d+)\s*$")
 FILE = re.compile(r"^<!--\s*file:\s*(\S+)\s*-->\s*$")
+NOT_RUN = re.compile(r"^<!--\s*not-run:\s*(.*?)\s*-->\s*$")
 SHELLS = {"sh", "bash", "shell"}
 # No package index is reachable from the tests: an install is checked as "it is installed".
 SUBSTITUTES = {"pip install pytest-rseq": "python -m pip show pytest-rseq"}
@@ -109,6 +112,7 @@ def steps_of(page: Path) -> list[Step]:
     skipped = SKIPPED_SECTIONS.get(page.name, set())
     section = ""
     pending: str | None = None
+    not_run: str | None = None
     found: list[Step] = []
     i = 0
     while i < len(lines):
@@ -118,6 +122,10 @@ def steps_of(page: Path) -> list[Step]:
         file_match = FILE.match(line)
         if file_match:
             pending = file_match.group(1)
+        not_run_match = NOT_RUN.match(line)
+        if not_run_match:
+            not_run = not_run_match.group(1)
+            assert not_run, f"{page.name}:{i + 1}: not-run needs a reason"
         fence = re.match(r"^```(\w*)\s*$", line)
         if not fence:
             i += 1
@@ -127,14 +135,14 @@ def steps_of(page: Path) -> list[Step]:
         while end < len(lines) and not lines[end].startswith("```"):
             end += 1
         body = lines[start:end]
-        if section not in skipped:
+        if section not in skipped and not_run is None:
             if pending:
                 found.append(Step(start, "\n".join(body) + "\n", name=pending))
             for cmd in _block_steps(lang, body, start):
                 code = EXIT.search(cmd)
                 cmd = EXIT.sub("", cmd) if code else cmd
                 found.append(Step(start, cmd, exit_code=int(code.group(1)) if code else 0))
-        pending = None
+        pending = not_run = None
         i = end + 1
     return found
 
@@ -193,6 +201,7 @@ def test_the_extractor_finds_every_kind_of_block(tmp_path: Path) -> None:
         "```sh\necho two \\\n  three\n# comment\n```\n"
         "```yaml\nsteps:\n  - run: echo four\n  - run: |\n      echo five\n      echo six\n```\n"
         "```python\nprint('not a command')\n```\n"
+        "<!-- not-run: needs your own source -->\n```sh\ncc mine.c\n```\n"
     )
     got = [(s.name, s.text, s.exit_code) for s in steps_of(page)]
     assert got == [
