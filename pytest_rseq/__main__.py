@@ -74,7 +74,7 @@ def reexec_blocked(name: str, argv: list[str]) -> int:
 
 def print_outcome(outcome: gate.Outcome) -> None:
     """One progress line per finished scenario."""
-    print(f"  {outcome.verdict:<4}  {outcome.name:<28} {outcome.seconds:5.1f} s  {outcome.detail}")
+    print(f"  {outcome.verdict:<4}  {outcome.name:<31} {outcome.seconds:5.1f} s  {outcome.detail}")
     sys.stdout.flush()
 
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return reexec_blocked(args.block_rseq, argv)
     if args.list:
         for s in gate.scenarios(len(os.sched_getaffinity(0))):
-            print(f"{s.name:<28} {s.what}" + (f"  (opt-in: {s.opt_in})" if s.opt_in else ""))
+            print(f"{s.name:<31} {s.what}" + (f"  (opt-in: {s.opt_in})" if s.opt_in else ""))
         return gate.EXIT_PASS
     fp = report.host_fingerprint()
     print(f"pytest-rseq {__version__} environment gate" + (" (quick)" if args.quick else ""))
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in table(outcomes):
         print(line)
     print()
+    if args.only:
+        verdict += f" (only the scenarios matching {', '.join(args.only)})"
     print(f"gate: {verdict}  ({time.monotonic() - start:.1f} s, exit {code})")
     return _finish(args, fp, outcomes, code, verdict, time.monotonic() - start)
 

@@ -14,11 +14,7 @@ scenario that was not asked for). Overall: any ``FAIL`` -> exit 1; else any
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +28,6 @@ EXIT_PASS, EXIT_FAIL, EXIT_COULD_NOT_TEST = 0, 1, 2
 PASS, FAIL, SKIP, OFF = "PASS", "FAIL", "SKIP", "OFF"
 QUICK_DURATION_S = 0.25
 FULL_DURATION_S = 1.0
-AFTER_START_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -90,46 +85,35 @@ class Outcome:
         }
 
 
-AFTER_START_CODE = """
-import sys, threading
-from pytest_rseq._native import load
-rc = load()[1].prseq_block_rseq(int(sys.argv[1]))
-if rc < 0:
-    sys.exit(3)
-print("filter installed", flush=True)
-t = threading.Thread(target=lambda: None)
-t.start()
-t.join()
-print("thread started", flush=True)
-"""
+def seccomp_after_start_check(errno_name: str, registration: str) -> Callable[..., Any]:
+    """A check: a seccomp filter blocking rseq installed after start, then a new thread.
 
-
-def check_seccomp_after_start(fp: dict[str, Any]) -> tuple[str, str]:
-    """A seccomp filter blocking rseq installed after start, then a new thread.
-
-    With glibc owning the area, glibc must abort the new thread's start
-    ("rseq registration failed", SIGABRT): that is the field failure the
-    gate shows and must detect. A glibc that starts the thread without rseq
-    instead is reported as such (also safe). Anything else is a failure.
+    With glibc owning the area (``registration="auto"``), glibc must abort the
+    new thread's start ("rseq registration failed", SIGABRT): the field failure
+    the gate shows and must detect. A glibc that starts the thread without rseq
+    instead is reported as such. With glibc's registration off (``"own"``) the
+    thread must start. Anything else fails.
     """
-    if fp.get("owner") != "glibc":
-        return SKIP, f"glibc does not register rseq here (owner {fp.get('owner')}): nothing to see"
-    proc = subprocess.run(
-        [sys.executable, "-c", AFTER_START_CODE, str(errno.ENOSYS)],
-        capture_output=True,
-        text=True,
-        timeout=AFTER_START_TIMEOUT_S,
-        start_new_session=True,
-    )
-    err = proc.stderr.strip().splitlines()
-    last = err[-1] if err else ""
-    if proc.returncode == 3:
-        return SKIP, "the seccomp filter could not be installed here"
-    if proc.returncode == -signal.SIGABRT and "filter installed" in proc.stdout:
-        return PASS, f"a new thread died with SIGABRT as expected ({last.strip()!r})"
-    if proc.returncode == 0 and "thread started" in proc.stdout:
-        return PASS, "glibc started the new thread without rseq (no abort)"
-    return FAIL, f"unexpected: exit status {proc.returncode}, stderr {last!r}"
+
+    def check(fp: dict[str, Any]) -> tuple[str, str]:
+        from .runner import seccomp_after_start
+
+        if registration == "auto" and fp.get("owner") != "glibc":
+            return SKIP, f"glibc does not register rseq here (owner {fp.get('owner')})"
+        if not fp.get("rseq_available"):
+            return SKIP, "rseq unavailable: there is no registration to break"
+        got = seccomp_after_start(errno_name, registration)
+        if got.outcome == "abort" and registration == "auto":
+            if got.signal == "SIGABRT" and got.glibc_message:
+                return PASS, "the new thread's start aborted (SIGABRT: rseq registration failed)"
+            return FAIL, f"died with {got.signal}, not glibc's SIGABRT: {got.stderr[-200:]!r}"
+        if got.outcome == "survived":
+            if registration == "own":
+                return PASS, "glibc's registration off: the new thread started without rseq"
+            return PASS, "glibc started the new thread without rseq (no abort)"
+        return FAIL, f"unexpected outcome {got.outcome} ({got.signal}): {got.stderr[-200:]!r}"
+
+    return check
 
 
 def scenarios(cpus: int) -> list[Scenario]:
@@ -151,11 +135,15 @@ def scenarios(cpus: int) -> list[Scenario]:
             run_args={"registration": "blocked-eperm"},
             expect="fallback",
         ),
-        Scenario(
-            "seccomp/after-start",
-            "seccomp after start, then a thread",
-            check=check_seccomp_after_start,
-        ),
+        *[
+            Scenario(
+                f"seccomp/after-start-{errno_name.lower()}" + ("-own" if reg == "own" else ""),
+                f"{errno_name} filter after start, new thread"
+                + (" (glibc's off)" if reg == "own" else ""),
+                check=seccomp_after_start_check(errno_name, reg),
+            )
+            for errno_name, reg in (("ENOSYS", "auto"), ("EPERM", "auto"), ("ENOSYS", "own"))
+        ],
         Scenario(
             "abort/preemption",
             "oversubscribed: preemption aborts",

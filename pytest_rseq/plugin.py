@@ -171,6 +171,14 @@ def repro_command(config: pytest.Config, nodeid: str) -> str:
     return cmd
 
 
+def _with_outcome(row: dict[str, Any], rep: pytest.TestReport) -> dict[str, Any]:
+    """The row with the test's outcome; a failed run in a passing test was expected: caught."""
+    row = {**row, "outcome": rep.outcome}
+    if row["verdict"] == "FAIL" and rep.passed:
+        row["verdict"] = "caught"
+    return row
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the phase's stress rows to the report; add the repro section to a failure."""
@@ -180,7 +188,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     sent = item.stash.get(ROWS_SENT, 0)
     if len(rows) > sent:
         fp = report.host_fingerprint()
-        rep.rseq_runs = rows[sent:]
+        rep.rseq_runs = [_with_outcome(row, rep) for row in rows[sent:]]
         rep.rseq_host = {"id": report.host_id(fp), "fingerprint": fp}
         item.stash[ROWS_SENT] = len(rows)
     if rep.failed and rows:

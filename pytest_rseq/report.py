@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import socket
 import sys
@@ -22,8 +21,6 @@ from typing import Any
 from ._version import __version__
 from .result import StressResult
 
-CPUSET_V1 = Path("/sys/fs/cgroup/cpuset")
-CGROUP_V2 = Path("/sys/fs/cgroup")
 BAR_WIDTH = 40
 VOLATILE_KEYS = frozenset({"glibc_cpu_id"})
 """Fingerprint keys that differ between processes of one host (left out of ``host_id``)."""
@@ -68,7 +65,11 @@ ROW_FIELDS = (
 
 
 def verdict(result: StressResult) -> str:
-    """``ok``/``FAIL`` for a run; ``caught``/``MISSED`` for a canary (broken on purpose)."""
+    """``ok``/``FAIL`` for a run; ``caught``/``MISSED`` for a canary (broken on purpose).
+
+    The plugin turns ``FAIL`` into ``caught`` when the test that made the run
+    passed: the test expected the failure (a downstream broken variant).
+    """
     canary = result.workload.startswith("canary_")
     if canary:
         return "MISSED" if result.ok else "caught"
@@ -87,23 +88,9 @@ def make_row(
     return row
 
 
-def cgroup_cpuset() -> dict[str, Any]:
-    """Which cgroup version offers cpuset here, and whether this process may write it."""
-    if (CPUSET_V1 / "cpuset.cpus").is_file():
-        return {"version": 1, "cpuset_writable": os.access(CPUSET_V1, os.W_OK)}
-    controllers = CGROUP_V2 / "cgroup.controllers"
-    if controllers.is_file():
-        try:
-            has = "cpuset" in controllers.read_text().split()
-        except OSError:
-            has = False
-        return {"version": 2, "cpuset_writable": has and os.access(CGROUP_V2, os.W_OK)}
-    return {"version": None, "cpuset_writable": False}
-
-
 @lru_cache(maxsize=1)
 def host_fingerprint() -> dict[str, Any]:
-    """This host's fingerprint: ``capabilities()`` plus host name, Python and cgroup facts.
+    """This host's fingerprint: ``capabilities()`` plus host name and Python.
 
     The native core is not needed: without it, ``native_error`` says why.
     """
@@ -119,7 +106,6 @@ def host_fingerprint() -> dict[str, Any]:
         fp.update(capabilities())
     except Exception as exc:  # the fingerprint must never break a run
         fp["native_error"] = f"{type(exc).__name__}: {exc}"
-    fp.setdefault("cgroup", cgroup_cpuset())
     return fp
 
 
@@ -148,13 +134,12 @@ def fingerprint_lines(fp: dict[str, Any]) -> list[str]:
             f"feature size {fp.get('feature_size')}, align {fp.get('align')}, "
             f"mm_cid {'yes' if fp.get('mm_cid_usable') else 'no'})"
         )
-    cg = fp.get("cgroup") or {}
-    cpuset = (
-        f"cgroup v{cg.get('version')} cpuset "
-        f"{'writable' if cg.get('cpuset_writable') else 'not writable'}"
-        if cg.get("version")
-        else "no cpuset cgroup"
-    )
+    if fp.get("cpuset_writable"):
+        cpuset = f"cgroup v{fp.get('cgroup_version')} cpuset writable"
+    elif "cgroup_version" in fp:
+        cpuset = f"cpuset not writable ({fp.get('cpuset_reason') or 'no cpuset cgroup'})"
+    else:
+        cpuset = "cpuset unknown"
     second = (
         f"{cpuset}; CPUs allowed {_cpus(fp.get('cpus_allowed', '?'))}, "
         f"online {fp.get('cpus_online', '?')}"

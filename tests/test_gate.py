@@ -117,7 +117,9 @@ REQUIRED = {
     "path/both-mm_cid",
     "path/fallback",
     "invariants/migration",
-    "seccomp/after-start",
+    "seccomp/after-start-enosys",
+    "seccomp/after-start-eperm",
+    "seccomp/after-start-enosys-own",
     "canary/racy",
     "canary/bad-signature",
 }

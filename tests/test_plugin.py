@@ -198,7 +198,7 @@ def test_json_report_rows_and_hosts(seeded: pytest.Pytester) -> None:
         assert sum(row["per_cpu"]) == row["observed"]
         assert row["verdict"] == ("caught" if "canary" in row["test"] else "ok")
     fp = next(iter(hosts.values()))["fingerprint"]
-    assert {"kernel", "glibc", "owner", "glibc_rseq_size", "cgroup", "hostname"} <= set(fp)
+    assert {"kernel", "glibc", "owner", "glibc_rseq_size", "cpuset_writable", "hostname"} <= set(fp)
     assert doc["verdicts"] == {"ok": 3, "caught": 1}
     assert sum(doc["per_cpu"]) == sum(sum(r["per_cpu"]) for r in doc["rows"])
     assert doc["flags"][0] == f"--rseq-seed={doc['seed']}"

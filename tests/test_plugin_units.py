@@ -154,13 +154,17 @@ def test_fingerprint_lines_say_unavailable_and_cgroup() -> None:
         "feature_size": 28,
         "align": 32,
         "mm_cid_usable": False,
-        "cgroup": {"version": 2, "cpuset_writable": False},
+        "cgroup_version": 2,
+        "cpuset_writable": False,
+        "cpuset_reason": "no cpuset controller",
         "cpus_allowed": [0, 2],
         "cpus_online": "0-3",
     }
     first, second = report.fingerprint_lines(fp)
     assert "rseq UNAVAILABLE, area owner none (__rseq_size 0, feature size 28" in first
-    assert second == "cgroup v2 cpuset not writable; CPUs allowed 0,2, online 0-3"
+    assert second == "cpuset not writable (no cpuset controller); CPUs allowed 0,2, online 0-3"
+    fp.update(cpuset_writable=True, cgroup_version=1)
+    assert report.fingerprint_lines(fp)[1].startswith("cgroup v1 cpuset writable;")
 
 
 def test_live_line_rewrites_on_a_tty_and_logs_elsewhere() -> None:
@@ -184,3 +188,17 @@ def test_live_line_rewrites_on_a_tty_and_logs_elsewhere() -> None:
     with LiveLine(lambda t, r: logged.append((t, r)), "x", 4.0, tty=False, clock=lambda: 0.0):
         pass
     assert logged == [("rseq: x finished after 0.0 s", False)]
+
+
+def test_a_failed_run_in_a_passing_test_counts_as_caught() -> None:
+    from types import SimpleNamespace
+
+    from pytest_rseq.plugin import _with_outcome
+
+    row = report.make_row(make_result(ok=False), test="t::a", index=0, worker="main", host="h")
+    passed = SimpleNamespace(outcome="passed", passed=True)
+    failed = SimpleNamespace(outcome="failed", passed=False)
+    assert _with_outcome(row, passed)["verdict"] == "caught"  # type: ignore[arg-type]
+    assert _with_outcome(row, failed)["verdict"] == "FAIL"  # type: ignore[arg-type]
+    ok_row = report.make_row(make_result(), test="t::a", index=0, worker="main", host="h")
+    assert _with_outcome(ok_row, failed) == {**ok_row, "outcome": "failed"}  # type: ignore[arg-type]
