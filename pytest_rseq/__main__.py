@@ -13,6 +13,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the gate; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    # `python -m pytest_rseq | head` ends quietly, like other command-line tools.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if args.block_rseq:
         return reexec_blocked(args.block_rseq, argv)
     if args.list:

@@ -154,7 +154,12 @@ def test_marker_keywords_are_checked_against_run(pytester: pytest.Pytester) -> N
 
 
 def test_header_has_fingerprint_and_seed_flag(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_nothing(): pass")
+    pytester.makepyfile(
+        """
+        def test_capabilities(rseq_capabilities):
+            assert rseq_capabilities["kernel"] and "owner" in rseq_capabilities
+        """
+    )
     result = run(pytester, "--rseq-seed=1234", "--rseq-threads=2")
     result.stdout.fnmatch_lines(
         [
@@ -163,6 +168,7 @@ def test_header_has_fingerprint_and_seed_flag(pytester: pytest.Pytester) -> None
             "rseq: repeat with --rseq-seed=1234 --rseq-threads=2 --rseq-smoke",
         ]
     )
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]], ids=["no-xdist", "n2"])
@@ -317,3 +323,15 @@ def test_smoke_caps_duration_and_hotplug_needs_opt_in(pytester: pytest.Pytester)
     result = run(pytester, "-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*needs --rseq-allow-hotplug*"])
+
+
+def test_a_long_run_reports_progress_on_the_terminal(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_long(rseq_stress):
+            rseq_stress("counter", threads=2, duration=3.0).assert_consistent()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["rseq: counter rseq finished after *s"])
