@@ -217,7 +217,7 @@ def read_settings(config: pytest.Config) -> Settings:
         else:
             settings = replace(settings, **{opt.name: PARSERS[opt.name](text, source)})
     if settings.chaos and settings.chaos.hotplug_hz > 0 and not settings.allow_hotplug:
-        value, source = _raw(config, OPTIONS[3])
+        value, source = _raw(config, next(o for o in OPTIONS if o.name == "chaos"))
         raise _usage(source, value, "hotplug_hz > 0 needs --rseq-allow-hotplug")
     return settings
 
