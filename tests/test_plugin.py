@@ -14,8 +14,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 SEED_FILE_TEST = """
 import json, os
 import pytest
