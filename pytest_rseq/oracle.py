@@ -132,10 +132,11 @@ def _registration(spec: dict[str, Any], raw: dict[str, Any]) -> str:
     requested = str(spec["registration"])
     if requested != "auto":
         return requested
-    return str((raw.get("abi") or {}).get("owner", "none"))
+    return str((raw.get("abi") or {}).get("owner", "unknown"))
 
 
-def _empty_run() -> dict[str, Any]:
+def _empty_run(path: str) -> dict[str, Any]:
+    """Zero counters for a child that produced no result (it crashed or never ran)."""
     return {
         "ops": 0,
         "expected": 0,
@@ -153,8 +154,8 @@ def _empty_run() -> dict[str, Any]:
         "per_cpu": [],
         "duration_s": 0.0,
         "error": None,
-        "path": "fallback",
-        "owner": "none",
+        "path": path,
+        "owner": "unknown",
     }
 
 
@@ -170,7 +171,7 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         reasons.append(str(raw["error"]))
     reasons += [f"cleanup: {p}" for p in raw.get("cleanup_errors", [])]
     if main is None:
-        main = _empty_run()
+        main = _empty_run(spec["path"])
         if not reasons:
             reasons.append("the child produced no result")
     else:
