@@ -330,12 +330,14 @@ static int join_all(struct prseq_run *run, double timeout_s)
     return stuck;
 }
 
-static const char *check_workload(const struct prseq_workload *w)
+const char *prseq_workload_problem(const struct prseq_workload *w)
 {
     if (!w)
         return "no workload";
     if (w->abi_version != PRSEQ_ABI_VERSION)
         return "abi_version";
+    if (!w->name)
+        return "name";
     if (!w->create)
         return "create";
     if (!w->op)
@@ -402,7 +404,7 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
 
     memset(res, 0, sizeof(*res));
     memset(&run, 0, sizeof(run));
-    bad = check_workload(w);
+    bad = prseq_workload_problem(w);
     if (bad) {
         res->error = EINVAL;
         snprintf(res->errmsg, sizeof(res->errmsg), "workload %s: missing or invalid %s",

@@ -55,6 +55,10 @@ struct prseq_run {
 void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The first required field of `w` that is wrong ("abi_version", "create", ...),
+ * or NULL when the workload can run. */
+const char *prseq_workload_problem(const struct prseq_workload *w);
+
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t prseq_now_ns(void);
 

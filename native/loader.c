@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "abi.h"
+#include "harness.h"
 #include "prseq_core.h"
 
 /* Exported with default visibility: a workload finds it with
@@ -26,24 +27,6 @@ static void promote_self_to_global(void)
 
     if (dladdr((void *)prseq_harness_rseq_area, &info) && info.dli_fname)
         dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
-}
-
-/* The name of the first required field that is wrong, or NULL. */
-static const char *missing_callback(const struct prseq_workload *w)
-{
-    if (!w->name)
-        return "name";
-    if (!w->create)
-        return "create";
-    if (!w->op)
-        return "op";
-    if (!w->fallback_op)
-        return "fallback_op";
-    if (!w->total)
-        return "total";
-    if (!w->destroy)
-        return "destroy";
-    return NULL;
 }
 
 const struct prseq_workload *prseq_load_library(const char *path, const char *symbol,
@@ -80,7 +63,7 @@ const struct prseq_workload *prseq_load_library(const char *path, const char *sy
                  path, symbol, w->abi_version, PRSEQ_ABI_VERSION);
         return NULL;
     }
-    missing = missing_callback(w);
+    missing = prseq_workload_problem(w);
     if (missing) {
         snprintf(err, errlen, "%s: workload %s from %s(): required field %s is NULL", path,
                  w->name ? w->name : "(unnamed)", symbol, missing);
