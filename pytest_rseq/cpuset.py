@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .errors import CapabilityMissing
 
 PREFIX = "pytest-rseq-"
@@ -234,16 +236,6 @@ def remove_group(path: Path, timeout_s: float = RMDIR_TIMEOUT_S) -> bool:
     return not path.exists()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def our_groups(host: CpusetHost | None = None) -> list[Path]:
     """Every group with the pytest-rseq prefix under the host's folder."""
     try:
@@ -261,7 +253,7 @@ def remove_stale(host: CpusetHost | None = None) -> list[Path]:
     removed = []
     for path in our_groups(host):
         match = _NAME.match(path.name)
-        if match and not _alive(int(match.group(1))) and remove_group(path):
+        if match and not psutil.pid_exists(int(match.group(1))) and remove_group(path):
             removed.append(path)
     return removed
 

@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from .errors import CapabilityMissing
 
 SYSFS_CPU = Path("/sys/devices/system/cpu")
@@ -88,21 +90,11 @@ def restore_stale(sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR) -> list[
         if not match:
             continue
         pid = int(match.group(1))
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and psutil.pid_exists(pid):
             continue
         with contextlib.suppress(OSError, ValueError, KeyError):
             changed += restore(path, sysfs)
     return changed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
