@@ -100,6 +100,11 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
         hotplug = chaos is not None and getattr(chaos, "hotplug_hz", 0) > 0
         if hotplug and not state.settings.allow_hotplug:
             pytest.skip("CPU hotplug chaos (hotplug_hz > 0) needs --rseq-allow-hotplug")
+        library = getattr(target, "library", None)
+        if state.settings.lint and library:
+            from .lint import check_library
+
+            check_library(library)
         try:
             result = _run_with_progress(config, target, merged)
         except CapabilityMissing as exc:

@@ -32,6 +32,7 @@ HELP_PATH = f"default path of a stress run ({', '.join(PATHS)})"
 HELP_REGISTRATION = f"default registration of a stress run ({', '.join(REGISTRATIONS)})"
 HELP_JSON = "write every stress run's metrics and each host's fingerprint to PATH as JSON"
 HELP_ALLOW_HOTPLUG = "permit Chaos.hotplug_hz > 0 (takes CPUs offline; root only)"
+HELP_LINT = "lint every workload library's rseq sections (pytest_rseq.lint) before running it"
 HELP_SMOKE = f"run every stress as one short smoke iteration (at most {SMOKE_DURATION_S:g} s)"
 
 
@@ -65,6 +66,7 @@ OPTIONS = (
     Option("json", HELP_JSON, metavar="PATH"),
     Option("allow_hotplug", HELP_ALLOW_HOTPLUG, kind="bool"),
     Option("smoke", HELP_SMOKE, kind="bool"),
+    Option("lint", HELP_LINT, kind="bool"),
 )
 
 
@@ -82,6 +84,7 @@ class Settings:
     json: str | None = None
     allow_hotplug: bool = False
     smoke: bool = False
+    lint: bool = False
 
     def run_defaults(self) -> dict[str, Any]:
         """The ``run()`` keyword defaults these settings give (unset ones left out)."""
@@ -240,4 +243,6 @@ def as_flags(settings: Settings, seed: int) -> list[str]:
         flags.append("--rseq-allow-hotplug")
     if settings.smoke:
         flags.append("--rseq-smoke")
+    if settings.lint:
+        flags.append("--rseq-lint")
     return flags

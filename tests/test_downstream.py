@@ -112,3 +112,38 @@ def test_example_cross_compiles_for_aarch64_and_lints_clean(
     findings = pytest_rseq.lint(libs["libpercpu_broken.so"])
     assert [f.check for f in findings] == ["signature"]
     assert "0xd428bc00" in findings[0].message
+
+
+LINTED_TEST = """
+from pytest_rseq import Workload
+
+
+def test_runs_the_library(rseq_stress):
+    workload = Workload.from_library({path!r}, {symbol!r})
+    rseq_stress(workload, threads=2, duration=0.1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("library", "symbol", "lint_flag", "outcome"),
+    [
+        ("libpercpu_broken.so", "percpu_counter_racy", False, {"passed": 1}),
+        ("libpercpu_broken.so", "percpu_counter_racy", True, {"failed": 1}),
+        ("libpercpu.so", "percpu_counter", True, {"passed": 1}),
+    ],
+)
+def test_rseq_lint_option_lints_the_library_before_running_it(
+    example_libs: dict[str, Path],
+    pytester: pytest.Pytester,
+    library: str,
+    symbol: str,
+    lint_flag: bool,
+    outcome: dict[str, int],
+) -> None:
+    """--rseq-lint refuses a library with a bad section even when the test would pass."""
+    pytester.makepyfile(LINTED_TEST.format(path=str(example_libs[library]), symbol=symbol))
+    args = ["-p", "no:xdist", "--rseq-lint"] if lint_flag else ["-p", "no:xdist"]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(**outcome)
+    if outcome.get("failed"):
+        result.stdout.fnmatch_lines(["*LintError*", "*signature*"])
