@@ -128,6 +128,7 @@ static void *worker_main(void *arg)
     const struct prseq_config *cfg = run->cfg;
     int use_rseq = run->res->path == PRSEQ_PATH_RSEQ;
     int (*op)(void *, struct prseq_thread *) = use_rseq ? run->w->op : run->w->fallback_op;
+    prseq_batch_fn batch = use_rseq ? prseq_builtin_batch(run->w) : NULL;
     uint64_t remaining = s->budget - s->ops, done = 0, batches = 0, migrations = 0;
     uint64_t born = 0;
     uint32_t last_cpu = UINT32_MAX;
@@ -167,6 +168,16 @@ static void *worker_main(void *arg)
         uint64_t n = remaining - done < BATCH ? remaining - done : BATCH;
         uint32_t cpu;
 
+        if (batch) {
+            /* Built-in counters: the whole batch in one call, section inlined. */
+            int rc = batch(run->state, &s->t, n, &done);
+            if (rc < 0) {
+                prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
+                               strerror(-rc), s->t.index);
+                goto leave;
+            }
+            n = 0; /* nothing left for the per-op loop */
+        }
         for (uint64_t i = 0; i < n; i++) {
             int rc = op(run->state, &s->t);
             if (rc == 0) {
