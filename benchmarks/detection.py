@@ -22,7 +22,7 @@ from typing import Any
 
 from .common import fmt, median, table
 
-LADDER_MS = (5, 10, 20, 50, 100, 200, 500, 1000)
+LADDER_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 QUICK_LADDER_MS = (10, 50)
 TRIALS = 20
 QUICK_TRIALS = 2
