@@ -1,0 +1,55 @@
+"""Ctrl-C during a long run stops it promptly and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+# Liveness bound, not a performance threshold: the run asks for 120 s.
+HANG_LIMIT_S = 60
+
+
+def _tagged_processes(tag: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if tag.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_ctrl_c_stops_a_long_run(isolate: bool) -> None:
+    tag = f"PRSEQ_TEST_TAG={uuid.uuid4().hex}"
+    code = (
+        "import pytest_rseq, sys; print('start', flush=True); "
+        f"pytest_rseq.run('counter', threads=2, duration=120, isolate={isolate})"
+    )
+    env = {**os.environ, tag.split("=")[0]: tag.split("=")[1]}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"start"
+    time.sleep(1.0)  # let the workers start
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=HANG_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the run ignored Ctrl-C")
+    assert proc.returncode != 0
+    assert b"KeyboardInterrupt" in err
+    time.sleep(0.2)
+    assert _tagged_processes(tag) == [], "a child process outlived the interrupted run"
