@@ -121,6 +121,11 @@ def measure(trials: int, quick: bool) -> dict[str, Any]:
                         "values": d,
                     },
                     "lost_median": median(r["lost"] for r in caught if r["lost"]),
+                    "caught_by": {
+                        "lost_counts": sum(1 for r in caught if r["lost"]),
+                        "crash": sum(1 for r in caught if r["crash"]),
+                        "invariant": sum(1 for r in caught if r["invariant_violations"]),
+                    },
                     "crashes": sorted({r["crash"] for r in caught if r["crash"]}),
                     "wall_to_verdict_s_median": median(r["wall_to_verdict_s"] for r in evaluated),
                     "errors": errors,
@@ -147,9 +152,7 @@ def render(section: dict[str, Any]) -> str:
                 "-" if frac is None else f"{r['caught']}/{r['trials']} ({frac:.0%})",
                 fmt(fd["median"], 0),
                 fmt(fd["max"], 0),
-                fmt(r["lost_median"], 0)
-                if r["lost_median"] is not None
-                else (",".join(r["crashes"]) or "-"),
+                _how(r),
                 fmt(r["wall_to_verdict_s_median"], 2),
                 "; ".join(r["errors"])[:70],
             ]
@@ -162,7 +165,7 @@ def render(section: dict[str, Any]) -> str:
                 "caught",
                 "median ms",
                 "max ms",
-                "lost / crash",
+                "caught by",
                 "wall s",
                 "error",
             ],
@@ -170,3 +173,14 @@ def render(section: dict[str, Any]) -> str:
         )
     )
     return "\n".join(out)
+
+
+def _how(row: dict[str, Any]) -> str:
+    """What caught it: median lost counts, the crash signal, invariant violations."""
+    parts = []
+    if row["lost_median"] is not None:
+        parts.append(f"lost {fmt(row['lost_median'], 0)}")
+    parts.extend(row["crashes"])
+    if row["caught_by"]["invariant"]:
+        parts.append(f"invariant ({row['caught_by']['invariant']})")
+    return ", ".join(parts) or "-"
