@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -193,4 +194,28 @@ int prseq_block_rseq(int err)
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
         return -errno;
     return 0;
+}
+
+int prseq_node_id_usable(int owner)
+{
+    uint32_t feature = (uint32_t)getauxval(AT_RSEQ_FEATURE_SIZE);
+    uint32_t need = offsetof(struct prseq_area, node_id) + 4;
+
+    if (owner == PRSEQ_OWNER_OWN)
+        return feature >= need;
+    if (owner == PRSEQ_OWNER_GLIBC) {
+        uint32_t size = have_glibc_symbols() ? __rseq_size : 0;
+        if (size == 20 || size == 32)
+            size = feature < RSEQ_ORIG_SIZE ? feature : RSEQ_ORIG_SIZE;
+        return size >= need;
+    }
+    return 0;
+}
+
+/* MEMBARRIER_CMD_QUERY: the commands this kernel supports (a bit mask), or
+ * a negative errno. Side-effect free: nothing is registered. */
+int prseq_membarrier_query(void)
+{
+    long rc = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return rc < 0 ? -errno : (int)rc;
 }

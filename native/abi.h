@@ -32,4 +32,8 @@ void prseq_own_unregister(void);
  * and who owns it (PRSEQ_OWNER_*). */
 struct prseq_area *prseq_current_area(int *owner);
 
+/* 1 when the kernel fills node_id in the area owned by `owner`
+ * (PRSEQ_OWNER_*): the registered length must cover the field. */
+int prseq_node_id_usable(int owner);
+
 #endif /* PRSEQ_ABI_H */

@@ -1,42 +1,438 @@
 /* chaos.c - native injectors that perturb the workers while they run.
  *
- * Foundation stage: no injector is built yet, so a run that asks for one
- * fails loudly instead of passing without the perturbation. */
+ * Every injector is one thread started by prseq_chaos_start() that fires
+ * at its configured rate on a schedule drawn from cfg->seed, and counts
+ * what it actually did (a signal queued, a mask changed, a fence issued).
+ * This file holds the framework, the signal storm (tgkill + per-thread
+ * POSIX timers), affinity churn and membarrier fences; chaos_sys.c holds
+ * cgroup cpusets, CPU hotplug and fork churn. Everything changed is undone
+ * in prseq_chaos_stop()/prseq_chaos_finish().
+ */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "harness.h"
+#include "abi.h"
+#include "chaos.h"
+
+/* Catch-up bursts after a stall are cut to this many events. */
+#define MAX_BURST 256
+/* An injector thread looks at the stop flag at least this often. */
+#define MAX_SLEEP_NS 5000000ull
+/* First real-time signal number tried for the storm (SIGRTMIN + this). */
+#define SIG_OFFSET 4
+
+static uint64_t signals_delivered;
+
+static void on_storm_signal(int sig, siginfo_t *info, void *uctx)
+{
+    (void)sig;
+    (void)info;
+    (void)uctx;
+    __atomic_fetch_add(&signals_delivered, 1, __ATOMIC_RELAXED);
+}
+
+void prseq_mask_change_begin(struct prseq_run *run)
+{
+    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_ACQ_REL);
+}
+
+void prseq_mask_change_end(struct prseq_run *run)
+{
+    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_ACQ_REL);
+}
+
+uint64_t chaos_rand(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int stopping(struct chaos *c)
+{
+    return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE) ||
+           __atomic_load_n(&c->run->stop, __ATOMIC_ACQUIRE);
+}
+
+static void sleep_until(uint64_t abs_ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(abs_ns / 1000000000ull),
+                          .tv_nsec = (long)(abs_ns % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+static void *injector_main(void *arg)
+{
+    struct injector *inj = arg;
+    struct chaos *c = inj->c;
+    uint64_t rng = c->run->cfg->seed ^ (0x5851f42d4c957f2dull * (uint64_t)(inj - c->inj + 1));
+    uint64_t start = prseq_now_ns(), fired = 0;
+    double period_ns = 1e9 / inj->hz;
+    int registered = 0;
+
+    if (inj->fire == chaos_fork_fire && c->run->res->path == PRSEQ_PATH_RSEQ &&
+        c->run->cfg->own_registration)
+        registered = prseq_own_register() == 0;
+    while (!stopping(c)) {
+        uint64_t now = prseq_now_ns();
+        uint64_t due = (uint64_t)((double)(now - start) / period_ns) + 1;
+        uint64_t next;
+
+        if (due - fired > MAX_BURST)
+            fired = due - MAX_BURST;
+        while (fired < due && !stopping(c)) {
+            inj->fire(c, &rng);
+            fired++;
+        }
+        next = start + (uint64_t)((double)fired * period_ns);
+        now = prseq_now_ns();
+        if (next > now + MAX_SLEEP_NS)
+            next = now + MAX_SLEEP_NS;
+        if (next > now)
+            sleep_until(next);
+    }
+    if (registered)
+        prseq_own_unregister();
+    return NULL;
+}
+
+int chaos_add(struct chaos *c, const char *name, double hz,
+              void (*fire)(struct chaos *, uint64_t *))
+{
+    struct injector *inj;
+
+    if (!(hz > 0))
+        return 0;
+    if (c->nr_inj == CHAOS_MAX_INJECTORS)
+        return -E2BIG;
+    inj = &c->inj[c->nr_inj++];
+    inj->name = name;
+    inj->hz = hz;
+    inj->fire = fire;
+    inj->c = c;
+    return 0;
+}
+
+/* A live worker TID picked by the schedule, or 0. */
+static pid_t pick_worker(struct chaos *c, uint64_t *rng, struct prseq_slot **slot)
+{
+    struct prseq_run *run = c->run;
+    uint32_t first = (uint32_t)(chaos_rand(rng) % run->nr_slots);
+
+    for (uint32_t k = 0; k < run->nr_slots; k++) {
+        struct prseq_slot *s = &run->slots[(first + k) % run->nr_slots];
+        pid_t tid = __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE);
+        if (tid > 0) {
+            if (slot)
+                *slot = s;
+            return tid;
+        }
+    }
+    return 0;
+}
+
+/* ---- signal storm ---------------------------------------------------- */
+
+static int pick_signal(void)
+{
+    for (int sig = SIGRTMIN + SIG_OFFSET; sig <= SIGRTMAX; sig++) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+            !(old.sa_flags & SA_SIGINFO))
+            return sig;
+    }
+    return -EBUSY;
+}
+
+static int signals_setup(struct chaos *c)
+{
+    struct sigaction sa;
+    int sig = pick_signal();
+
+    if (sig < 0)
+        return sig;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_storm_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sig, &sa, &c->old_action) != 0)
+        return -errno;
+    c->signo = sig;
+    c->handler_installed = 1;
+    return 0;
+}
+
+static void signals_fire(struct chaos *c, uint64_t *rng)
+{
+    pid_t tid = pick_worker(c, rng, NULL);
+
+    if (tid > 0 && syscall(SYS_tgkill, getpid(), tid, c->signo) == 0)
+        __atomic_fetch_add(&c->signals_sent, 1, __ATOMIC_RELAXED);
+}
+
+/* Per-thread timer: each worker gets threads/timer_hz seconds between
+ * expirations, so all together fire about timer_hz signals per second. */
+static void timer_enter(struct chaos *c, struct prseq_slot *slot)
+{
+    struct prseq_run *run = c->run;
+    struct sigevent sev;
+    struct itimerspec its;
+    timer_t *timer;
+    uint64_t period_ns;
+
+    if (!(run->cfg->timer_hz > 0) || !c->handler_installed)
+        return;
+    timer = malloc(sizeof(*timer));
+    if (!timer)
+        return;
+    memset(&sev, 0, sizeof(sev));
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = c->signo;
+    sev._sigev_un._tid = gettid();
+    if (timer_create(CLOCK_MONOTONIC, &sev, timer) != 0) {
+        prseq_run_fail(run, errno, "timer_create(SIGEV_THREAD_ID) failed: %s", strerror(errno));
+        free(timer);
+        return;
+    }
+    period_ns = (uint64_t)((double)run->nr_slots / run->cfg->timer_hz * 1e9);
+    if (period_ns < 1000)
+        period_ns = 1000;
+    its.it_interval.tv_sec = (time_t)(period_ns / 1000000000ull);
+    its.it_interval.tv_nsec = (long)(period_ns % 1000000000ull);
+    its.it_value = its.it_interval;
+    timer_settime(*timer, 0, &its, NULL);
+    slot->timer = timer;
+    slot->timer_born = prseq_now_ns();
+}
+
+static void timer_leave(struct chaos *c, struct prseq_slot *slot)
+{
+    timer_t *timer = slot->timer;
+    struct itimerspec its;
+
+    if (!timer)
+        return;
+    if (timer_gettime(*timer, &its) == 0) {
+        uint64_t period = (uint64_t)its.it_interval.tv_sec * 1000000000ull +
+                          (uint64_t)its.it_interval.tv_nsec;
+        uint64_t fired = period ? (prseq_now_ns() - slot->timer_born) / period : 0;
+        __atomic_fetch_add(&c->timer_signals, fired, __ATOMIC_RELAXED);
+    }
+    timer_delete(*timer);
+    free(timer);
+    slot->timer = NULL;
+}
+
+/* ---- affinity churn --------------------------------------------------- */
+
+/* The masks affinity churn moves workers between: each allowed CPU alone
+ * (two workers on one CPU preempt each other; a move is a migration),
+ * sparse pairs where there are gaps, and the whole allowed set. */
+static int affinity_setup(struct chaos *c)
+{
+    int cpus[CPU_SETSIZE], n = 0;
+
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &c->allowed))
+            cpus[n++] = i;
+    if (n == 0)
+        return -EINVAL;
+    for (int i = 0; i < n && c->nr_masks < CHAOS_MAX_CHOICES - 2; i++) {
+        CPU_ZERO(&c->masks[c->nr_masks]);
+        CPU_SET(cpus[i], &c->masks[c->nr_masks]);
+        c->nr_masks++;
+    }
+    if (n >= 3) {
+        CPU_ZERO(&c->masks[c->nr_masks]);
+        for (int i = 0; i < n; i += 2)
+            CPU_SET(cpus[i], &c->masks[c->nr_masks]);
+        c->nr_masks++;
+    }
+    c->masks[c->nr_masks++] = c->allowed;
+    return 0;
+}
+
+static void affinity_fire(struct chaos *c, uint64_t *rng)
+{
+    pid_t tid = pick_worker(c, rng, NULL);
+    const cpu_set_t *mask = &c->masks[chaos_rand(rng) % (uint64_t)c->nr_masks];
+    int rc;
+
+    if (tid <= 0)
+        return;
+    prseq_mask_change_begin(c->run);
+    rc = sched_setaffinity(tid, sizeof(*mask), mask);
+    prseq_mask_change_end(c->run);
+    if (rc == 0)
+        __atomic_fetch_add(&c->affinity_changes, 1, __ATOMIC_RELAXED);
+}
+
+/* Give every live worker the mask it started with. */
+static void affinity_restore(struct chaos *c)
+{
+    struct prseq_run *run = c->run;
+
+    prseq_mask_change_begin(run);
+    for (uint32_t i = 0; i < run->nr_slots; i++) {
+        pid_t tid = __atomic_load_n(&run->slots[i].tid, __ATOMIC_ACQUIRE);
+        if (tid > 0)
+            sched_setaffinity(tid, sizeof(c->allowed), &c->allowed);
+    }
+    prseq_mask_change_end(run);
+}
+
+/* ---- membarrier ------------------------------------------------------- */
+
+static int membarrier_setup(void)
+{
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
+        return -errno;
+    return 0;
+}
+
+static void membarrier_fire(struct chaos *c, uint64_t *rng)
+{
+    (void)rng;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
+        __atomic_fetch_add(&c->membarriers, 1, __ATOMIC_RELAXED);
+}
+
+/* ---- the hooks the harness calls -------------------------------------- */
+
+static int fail(struct prseq_run *run, int err, const char *what)
+{
+    prseq_run_fail(run, err, "%s: %s", what, strerror(err));
+    return -err;
+}
 
 int prseq_chaos_start(struct prseq_run *run)
 {
-    const struct prseq_config *c = run->cfg;
+    const struct prseq_config *cfg = run->cfg;
+    struct chaos *c;
+    sigset_t blocked, old;
+    int rc;
 
-    if (c->signals_hz > 0 || c->timer_hz > 0 || c->affinity_hz > 0 || c->cpuset_hz > 0 ||
-        c->fork_hz > 0 || c->membarrier_hz > 0 || c->hotplug_hz > 0) {
-        prseq_run_fail(run, EOPNOTSUPP, "this build has no native injectors yet");
-        return -EOPNOTSUPP;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return fail(run, ENOMEM, "chaos state");
+    c->run = run;
+    c->cpus_fd = -1;
+    c->offline_cpu = -1;
+    run->chaos = c;
+    __atomic_store_n(&signals_delivered, 0, __ATOMIC_RELAXED);
+    if (sched_getaffinity(0, sizeof(c->allowed), &c->allowed) != 0)
+        return fail(run, errno, "sched_getaffinity");
+
+    if (cfg->signals_hz > 0 || cfg->timer_hz > 0) {
+        rc = signals_setup(c);
+        if (rc < 0)
+            return fail(run, -rc, "installing the signal-storm handler");
     }
+    if (cfg->affinity_hz > 0 && (rc = affinity_setup(c)) < 0)
+        return fail(run, -rc, "affinity churn setup");
+    if (cfg->membarrier_hz > 0 && (rc = membarrier_setup()) < 0)
+        return fail(run, -rc, "membarrier(REGISTER_PRIVATE_EXPEDITED_RSEQ)");
+    if (cfg->cpuset_hz > 0 && (rc = chaos_cpuset_setup(c)) < 0)
+        return fail(run, -rc, "cpuset injector setup");
+    if (cfg->hotplug_hz > 0 && (rc = chaos_hotplug_setup(c)) < 0)
+        return fail(run, -rc, "hotplug injector setup");
+
+    chaos_add(c, "signals", cfg->signals_hz, signals_fire);
+    chaos_add(c, "affinity", cfg->affinity_hz, affinity_fire);
+    chaos_add(c, "cpuset", cfg->cpuset_hz, chaos_cpuset_fire);
+    chaos_add(c, "fork", cfg->fork_hz, chaos_fork_fire);
+    chaos_add(c, "membarrier", cfg->membarrier_hz, membarrier_fire);
+    chaos_add(c, "hotplug", cfg->hotplug_hz, chaos_hotplug_fire);
+
+    /* Injector threads never take the storm's signal. */
+    sigemptyset(&blocked);
+    if (c->handler_installed)
+        sigaddset(&blocked, c->signo);
+    pthread_sigmask(SIG_BLOCK, &blocked, &old);
+    for (int i = 0; i < c->nr_inj; i++) {
+        rc = pthread_create(&c->inj[i].thread, NULL, injector_main, &c->inj[i]);
+        if (rc != 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return fail(run, rc, "starting an injector thread");
+        }
+        c->inj[i].started = 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return 0;
 }
 
 void prseq_chaos_stop(struct prseq_run *run)
 {
-    (void)run;
+    struct chaos *c = run->chaos;
+
+    if (!c)
+        return;
+    __atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < c->nr_inj; i++)
+        if (c->inj[i].started) {
+            pthread_join(c->inj[i].thread, NULL);
+            c->inj[i].started = 0;
+        }
+    chaos_hotplug_teardown(c);
+    if (run->cfg->affinity_hz > 0)
+        affinity_restore(c);
 }
 
 void prseq_chaos_finish(struct prseq_run *run)
 {
-    (void)run;
+    struct chaos *c = run->chaos;
+    struct prseq_result *res = run->res;
+
+    if (!c)
+        return;
+    prseq_chaos_stop(run);
+    chaos_cpuset_teardown(c);
+    if (c->handler_installed) {
+        /* Workers are joined: their timers are deleted and pending signals
+         * went with them, so nothing can reach the default action. */
+        sigaction(c->signo, &c->old_action, NULL);
+        c->handler_installed = 0;
+    }
+    res->signals_sent = c->signals_sent + c->timer_signals;
+    res->timer_signals = c->timer_signals;
+    res->signals_delivered = __atomic_load_n(&signals_delivered, __ATOMIC_RELAXED);
+    res->affinity_changes = c->affinity_changes;
+    res->cpuset_shifts = c->cpuset_shifts;
+    res->forks = c->forks;
+    res->fork_errors = c->fork_errors;
+    res->membarriers = c->membarriers;
+    res->hotplug_events = c->hotplug_events;
+    free(c->choices_buf);
+    free(c);
+    run->chaos = NULL;
 }
 
 void prseq_chaos_worker_enter(struct prseq_run *run, struct prseq_slot *slot)
 {
-    (void)run;
-    (void)slot;
+    struct chaos *c = run->chaos;
+
+    if (!c) /* workers started before the injectors: nothing to join yet */
+        return;
+    if (run->cfg->cpuset_tasks && run->cfg->cpuset_tasks[0])
+        chaos_cpuset_enter(c, slot);
+    timer_enter(c, slot);
 }
 
 void prseq_chaos_worker_leave(struct prseq_run *run, struct prseq_slot *slot)
 {
-    (void)run;
-    (void)slot;
+    struct chaos *c = run->chaos;
+
+    if (c)
+        timer_leave(c, slot);
 }

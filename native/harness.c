@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "abi.h"
@@ -26,9 +28,11 @@
 
 enum violation_kind {
     VIOLATION_CPU_ID_START = 1,   /* cpu_id_start != cpu_id outside a section */
-    VIOLATION_GETCPU = 2,         /* sched_getcpu() != cpu_id */
+    VIOLATION_GETCPU = 2,         /* getcpu() != cpu_id */
     VIOLATION_CPU_RANGE = 3,      /* cpu_id is not a possible CPU */
-    VIOLATION_MM_CID_RANGE = 4,   /* mm_cid >= possible CPUs or threads bound */
+    VIOLATION_MM_CID_RANGE = 4,   /* mm_cid >= min(possible CPUs, threads of the process) */
+    VIOLATION_CPU_NOT_ALLOWED = 5, /* cpu_id outside the thread's settled affinity mask */
+    VIOLATION_NODE_ID = 6,        /* node_id != the NUMA node of cpu_id */
 };
 
 static int stop_requested;
@@ -99,29 +103,82 @@ static void record_violation(struct prseq_run *run, uint64_t kind, uint64_t a, u
     }
 }
 
-/* Read the area's fields around sched_getcpu(); if cpu_id did not change
- * while we looked, every field must agree with it. */
+/* Read the area's fields around getcpu(); if cpu_id did not change while
+ * we looked, every field must agree with it. The affinity check counts only
+ * when no injector changed a mask meanwhile (mask_gen even and unchanged):
+ * such a change migrates the thread before the injector's syscall returns,
+ * and the kernel rewrites cpu_id before the thread runs user code again. */
 static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
 {
-    uint32_t before, start, after, cid;
-    int cpu;
+    uint32_t before, start, after, cid, node;
+    unsigned int cpu = 0, cpu_node = 0;
+    uint64_t gen1, gen2;
+    cpu_set_t mask;
+    int have_mask, have_cpu;
 
     __atomic_fetch_add(&run->invariant_samples, 1, __ATOMIC_RELAXED);
+    gen1 = __atomic_load_n(&run->mask_gen, __ATOMIC_ACQUIRE);
+    have_mask = sched_getaffinity(0, sizeof(mask), &mask) == 0;
     before = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
     start = __atomic_load_n(&area->cpu_id_start, __ATOMIC_ACQUIRE);
     cid = __atomic_load_n(&area->mm_cid, __ATOMIC_ACQUIRE);
-    cpu = sched_getcpu();
+    node = __atomic_load_n(&area->node_id, __ATOMIC_ACQUIRE);
+    /* The raw syscall: glibc's sched_getcpu() reads cpu_id from the area. */
+    have_cpu = syscall(SYS_getcpu, &cpu, &cpu_node, NULL) == 0;
     after = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
+    gen2 = __atomic_load_n(&run->mask_gen, __ATOMIC_ACQUIRE);
     if (before != after)
         return;
     if (start != before)
         record_violation(run, VIOLATION_CPU_ID_START, before, start, 0);
-    else if (cpu >= 0 && (uint32_t)cpu != before)
-        record_violation(run, VIOLATION_GETCPU, before, start, (uint64_t)cpu);
     else if (before >= run->nr_cpus)
         record_violation(run, VIOLATION_CPU_RANGE, before, start, run->nr_cpus);
-    else if (run->res->owner != PRSEQ_OWNER_NONE && cid >= run->nr_cpus)
+    else if (have_mask && gen1 == gen2 && !(gen1 & 1) && !CPU_ISSET(before, &mask))
+        record_violation(run, VIOLATION_CPU_NOT_ALLOWED, before, start,
+                         (uint64_t)CPU_COUNT(&mask));
+    else if (have_cpu && cpu != before)
+        record_violation(run, VIOLATION_GETCPU, before, start, cpu);
+    else if (run->node_id_usable && run->cpu_node && run->cpu_node[before] >= 0 &&
+             node != (uint32_t)run->cpu_node[before])
+        record_violation(run, VIOLATION_NODE_ID, before, start, node);
+    else if (run->res->owner != PRSEQ_OWNER_NONE && cid >= run->mm_cid_bound)
         record_violation(run, VIOLATION_MM_CID_RANGE, before, start, cid);
+}
+
+/* NUMA node of every possible CPU, from /sys/devices/system/cpu/cpuN/nodeK. */
+static int16_t *read_cpu_nodes(uint32_t nr_cpus)
+{
+    int16_t *map = malloc(sizeof(*map) * nr_cpus);
+    char path[128];
+
+    if (!map)
+        return NULL;
+    for (uint32_t cpu = 0; cpu < nr_cpus; cpu++) {
+        map[cpu] = -1;
+        for (int node = 0; node < 1024; node++) {
+            snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%u/node%d", cpu, node);
+            if (access(path, F_OK) == 0) {
+                map[cpu] = (int16_t)node;
+                break;
+            }
+        }
+    }
+    return map;
+}
+
+/* Threads this process has now (/proc/self/task entries). */
+static uint32_t count_threads(void)
+{
+    uint32_t n = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+
+    if (!d)
+        return 64;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }
 
 static void *worker_main(void *arg)
@@ -365,6 +422,13 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
     run.res = res;
     run.nr_slots = cfg->threads;
     run.nr_cpus = prseq_possible_cpus();
+    run.cpu_node = read_cpu_nodes(run.nr_cpus);
+    run.node_id_usable = prseq_node_id_usable(res->owner);
+    /* Every thread of the process may hold a concurrency id: the workers,
+     * the threads there now, and the injector threads. */
+    run.mm_cid_bound = cfg->threads + count_threads() + 8;
+    if (run.mm_cid_bound > run.nr_cpus)
+        run.mm_cid_bound = run.nr_cpus;
     res->threads = cfg->threads;
     prseq_workloads_set_cs_delay(cfg->cs_delay);
 
@@ -395,14 +459,15 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
 
     start = prseq_now_ns();
     deadline = start + (uint64_t)(cfg->duration_s * 1e9);
-    for (uint32_t i = 0; i < cfg->threads && !run.error; i++)
-        if (slot_wants_more(&run.slots[i]))
-            start_slot(&run, &run.slots[i]);
-    if (!run.error) {
+    /* Injectors first: a worker joins them (timer, cpuset) as it starts. */
+    {
         int rc = prseq_chaos_start(&run);
         if (rc < 0 && !run.error)
             prseq_run_fail(&run, -rc, "starting the injectors failed: %s", strerror(-rc));
     }
+    for (uint32_t i = 0; i < cfg->threads && !run.error; i++)
+        if (slot_wants_more(&run.slots[i]))
+            start_slot(&run, &run.slots[i]);
 
     for (;;) {
         uint64_t now = prseq_now_ns();
@@ -451,5 +516,6 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
     w->destroy(run.state);
     sem_destroy(&run.exited);
     free(run.slots);
+    free(run.cpu_node);
     return res->error ? -res->error : 0;
 }

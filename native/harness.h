@@ -21,6 +21,8 @@ struct prseq_slot {
     uint64_t aborts;
     uint64_t migrations;
     uint64_t lifetime_ns;      /* churn: how long the current thread lives */
+    void *timer;               /* chaos.c: the thread's POSIX timer (signal storm) */
+    uint64_t timer_born;       /* when that timer started */
     struct prseq_run *run;
 };
 
@@ -39,6 +41,10 @@ struct prseq_run {
     uint64_t invariant_samples;
     uint64_t invariant_violations;
     uint64_t first_violation[4];
+    uint64_t mask_gen;         /* odd while an injector changes CPU masks (seqlock) */
+    uint32_t mm_cid_bound;     /* mm_cid must stay below this */
+    int node_id_usable;        /* the area's node_id field is filled by the kernel */
+    int16_t *cpu_node;         /* NUMA node of each possible CPU (-1 unknown) */
     void *chaos;               /* owned by chaos.c */
 };
 
@@ -48,6 +54,11 @@ void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
 
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t prseq_now_ns(void);
+
+/* Injectors that change CPU masks wrap the change in these, so invariant
+ * sampling can tell a settled mask from one that is moving. */
+void prseq_mask_change_begin(struct prseq_run *run);
+void prseq_mask_change_end(struct prseq_run *run);
 
 /* Injectors (chaos.c). start runs after the workers started and returns 0
  * or a negative errno (the run then fails with a message); stop ends the

@@ -65,6 +65,7 @@ struct prseq_config {
     const char *cpuset_dir;       /* cgroup dir whose cpuset.cpus the injector rewrites */
     const char *cpuset_tasks;     /* file that takes worker TIDs (tasks or cgroup.threads) */
     const char *cpuset_choices;   /* ';'-separated cpu lists to cycle through */
+    const char *hotplug_cpus;     /* ','-separated CPU ids the hotplug injector may offline */
 };
 
 struct prseq_result {
@@ -87,6 +88,7 @@ struct prseq_result {
     uint64_t fork_errors;
     uint64_t membarriers;
     uint64_t hotplug_events;
+    uint64_t timer_signals;       /* per-thread timer expirations (part of signals_sent) */
     uint64_t invariant_samples;
     uint64_t invariant_violations;
     uint64_t first_violation[4];  /* kind, cpu_id, cpu_id_start, other */
@@ -106,6 +108,7 @@ uint32_t prseq_possible_cpus(void);
 const struct prseq_workload *prseq_load_library(const char *path, const char *symbol,
                                                 char *err, size_t errlen);
 int prseq_block_rseq(int err);
+int prseq_membarrier_query(void);
 const char *prseq_build_version(void);
 const char *prseq_source_hash(void);
 /* cffi-cdef-end */

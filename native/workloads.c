@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "abi.h"
 #include "arch/arch.h"
@@ -22,7 +24,28 @@ struct shard {
     _Alignas(PRSEQ_CACHELINE) uint64_t value;
 };
 
-enum counter_kind { BY_CPU_ID, BY_MM_CID, RACY, BAD_SIG };
+enum counter_kind {
+    BY_CPU_ID,
+    BY_MM_CID,
+    RACY,
+    BAD_SIG,
+    /* Canaries that count correctly but write into the rseq area: each one
+     * breaks exactly one invariant the harness samples. */
+    CLOBBER_CPU_ID_START, /* cpu_id_start != cpu_id outside a section */
+    CLOBBER_CPU_RANGE,    /* cpu_id is not a possible CPU */
+    CLOBBER_NOT_ALLOWED,  /* pins itself to one CPU, claims another allowed one */
+    CLOBBER_STALE_CPU,    /* claims the other allowed CPU: getcpu() disagrees */
+    CLOBBER_NODE_ID,      /* node_id is not the node of cpu_id */
+    CLOBBER_MM_CID,       /* mm_cid far above any bound */
+};
+
+/* Per-thread state of the clobbering canaries. */
+struct clobber {
+    struct prseq_area *area;
+    uint32_t fake_cpu;
+    uint32_t cpus[2]; /* two allowed CPUs, when there are two */
+    int nr_cpus;
+};
 
 struct counter {
     enum counter_kind kind;
@@ -108,6 +131,98 @@ static void *create_bad_sig(uint32_t nr_threads)
 {
     (void)nr_threads;
     return counter_create(BAD_SIG, BAD_SIG_WINDOW);
+}
+
+#define CLOBBER_CREATE(FN, KIND)                 \
+    static void *FN(uint32_t nr_threads)         \
+    {                                            \
+        (void)nr_threads;                        \
+        return counter_create(KIND, 0);          \
+    }
+CLOBBER_CREATE(create_clobber_start, CLOBBER_CPU_ID_START)
+CLOBBER_CREATE(create_clobber_range, CLOBBER_CPU_RANGE)
+CLOBBER_CREATE(create_clobber_not_allowed, CLOBBER_NOT_ALLOWED)
+CLOBBER_CREATE(create_clobber_stale, CLOBBER_STALE_CPU)
+CLOBBER_CREATE(create_clobber_node, CLOBBER_NODE_ID)
+CLOBBER_CREATE(create_clobber_mm_cid, CLOBBER_MM_CID)
+
+static int clobber_thread_init(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct clobber *k = calloc(1, sizeof(*k));
+    cpu_set_t mask;
+    int owner;
+
+    if (!k)
+        return -ENOMEM;
+    k->area = prseq_current_area(&owner);
+    if (sched_getaffinity(0, sizeof(mask), &mask) != 0) {
+        free(k);
+        return -errno;
+    }
+    for (int i = 0; i < CPU_SETSIZE && k->nr_cpus < 2; i++)
+        if (CPU_ISSET(i, &mask))
+            k->cpus[k->nr_cpus++] = (uint32_t)i;
+    k->fake_cpu = 0xfff0;
+    if (c->kind == CLOBBER_NOT_ALLOWED && k->nr_cpus == 2) {
+        CPU_ZERO(&mask);
+        CPU_SET(k->cpus[0], &mask);
+        if (sched_setaffinity(0, sizeof(mask), &mask) != 0) {
+            free(k);
+            return -errno;
+        }
+        k->fake_cpu = k->cpus[1];
+    }
+    t->local = k;
+    return 0;
+}
+
+static void clobber_thread_exit(void *state, struct prseq_thread *t)
+{
+    (void)state;
+    free(t->local);
+    t->local = NULL;
+}
+
+static int op_fallback(void *state, struct prseq_thread *t);
+
+static int op_clobber(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct clobber *k = t->local;
+    struct prseq_area *a = k->area;
+    unsigned int cpu = 0;
+
+    op_fallback(state, t);
+    if (!a)
+        return 0;
+    switch (c->kind) {
+    case CLOBBER_CPU_ID_START:
+        __atomic_store_n(&a->cpu_id_start, __atomic_load_n(&a->cpu_id, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
+        break;
+    case CLOBBER_CPU_RANGE:
+    case CLOBBER_NOT_ALLOWED:
+        __atomic_store_n(&a->cpu_id_start, k->fake_cpu, __ATOMIC_RELAXED);
+        __atomic_store_n(&a->cpu_id, k->fake_cpu, __ATOMIC_RELAXED);
+        break;
+    case CLOBBER_STALE_CPU:
+        if (k->nr_cpus < 2 || syscall(SYS_getcpu, &cpu, NULL, NULL) != 0)
+            break;
+        cpu = cpu == k->cpus[0] ? k->cpus[1] : k->cpus[0];
+        __atomic_store_n(&a->cpu_id_start, cpu, __ATOMIC_RELAXED);
+        __atomic_store_n(&a->cpu_id, cpu, __ATOMIC_RELAXED);
+        break;
+    case CLOBBER_NODE_ID:
+        __atomic_store_n(&a->node_id, 0x7fffu, __ATOMIC_RELAXED);
+        break;
+    case CLOBBER_MM_CID:
+        __atomic_store_n(&a->mm_cid, 0x7fffffffu, __ATOMIC_RELAXED);
+        break;
+    default:
+        break;
+    }
+    return 0;
 }
 
 static int counter_thread_init(void *state, struct prseq_thread *t)
@@ -297,11 +412,31 @@ static void counter_destroy(void *state)
         .destroy = counter_destroy,                                          \
     }
 
+#define CLOBBER_WORKLOAD(NAME, CREATE)                                       \
+    {                                                                        \
+        .abi_version = PRSEQ_ABI_VERSION,                                    \
+        .name = NAME,                                                        \
+        .create = CREATE,                                                    \
+        .thread_init = clobber_thread_init,                                  \
+        .op = op_clobber,                                                    \
+        .fallback_op = op_fallback,                                          \
+        .thread_exit = clobber_thread_exit,                                  \
+        .total = counter_total,                                              \
+        .shards = counter_shards,                                            \
+        .destroy = counter_destroy,                                          \
+    }
+
 static const struct prseq_workload builtins[] = {
     COUNTER_WORKLOAD("counter", create_cpu_id, op_cpu_id),
     COUNTER_WORKLOAD("counter_mm_cid", create_mm_cid, op_mm_cid),
     COUNTER_WORKLOAD("canary_racy", create_racy, op_racy),
     COUNTER_WORKLOAD("canary_bad_signature", create_bad_sig, op_bad_sig),
+    CLOBBER_WORKLOAD("canary_clobber_cpu_id_start", create_clobber_start),
+    CLOBBER_WORKLOAD("canary_clobber_cpu_range", create_clobber_range),
+    CLOBBER_WORKLOAD("canary_clobber_not_allowed", create_clobber_not_allowed),
+    CLOBBER_WORKLOAD("canary_clobber_stale_cpu", create_clobber_stale),
+    CLOBBER_WORKLOAD("canary_clobber_node_id", create_clobber_node),
+    CLOBBER_WORKLOAD("canary_clobber_mm_cid", create_clobber_mm_cid),
 };
 
 #define NR_BUILTINS (sizeof(builtins) / sizeof(builtins[0]))

@@ -39,6 +39,7 @@ _RESULT_COUNTERS = (
     "fork_errors",
     "membarriers",
     "hotplug_events",
+    "timer_signals",
     "invariant_samples",
     "invariant_violations",
 )
@@ -110,7 +111,6 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
     cfg.cs_delay = int(chaos.get("cs_delay", 0))
     cfg.sample_every = spec.get("sample_every", 64)
     for name in (
-        "signals_hz",
         "affinity_hz",
         "cpuset_hz",
         "churn_hz",
@@ -119,6 +119,24 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
         "hotplug_hz",
     ):
         setattr(cfg, name, float(chaos.get(name, 0)))
+    # The storm's rate is split between tgkill and per-thread timers.
+    signals_hz = float(chaos.get("signals_hz", 0))
+    cfg.signals_hz = signals_hz / 2
+    cfg.timer_hz = signals_hz / 2
+    cpuset = spec.get("cpuset") or {}
+    for field, key in (
+        ("cpuset_dir", "dir"),
+        ("cpuset_tasks", "tasks"),
+        ("cpuset_choices", "choices"),
+    ):
+        if cpuset.get(key):
+            text = ffi.new("char[]", str(cpuset[key]).encode())
+            keep.append(text)
+            setattr(cfg, field, text)
+    if spec.get("hotplug_cpus"):
+        text = ffi.new("char[]", ",".join(str(c) for c in spec["hotplug_cpus"]).encode())
+        keep.append(text)
+        cfg.hotplug_cpus = text
     keep.append(cfg)
     return cfg
 
@@ -147,6 +165,10 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         out["workload_error"] = str(exc)
         return out
 
+    if spec.get("cpuset"):
+        from .cpuset import join_process
+
+        join_process(spec["cpuset"])
     keep: list[Any] = []
     cfg = _config(ffi, spec, keep)
     res = ffi.new("struct prseq_result *")
@@ -167,7 +189,26 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _seccomp_after_start(err: int) -> int:
+    """Block rseq in this running process, then start a thread (glibc may abort)."""
+    import threading
+
+    _, lib = load()
+    rc = lib.prseq_block_rseq(err)
+    if rc < 0:
+        sys.stderr.write(f"pytest-rseq: installing the seccomp filter failed: {os.strerror(-rc)}\n")
+        return 3
+    worker = threading.Thread(target=lambda: None)
+    worker.start()
+    worker.join()
+    sys.stdout.write("thread-started\n")
+    sys.stdout.flush()
+    return 0
+
+
 def _main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--seccomp-after-start" and argv[1] in BLOCK_ERRNOS:
+        return _seccomp_after_start(BLOCK_ERRNOS[argv[1]])
     if len(argv) == 2 and argv[0] == "--block" and argv[1] in BLOCK_ERRNOS:
         _, lib = load()
         rc = lib.prseq_block_rseq(BLOCK_ERRNOS[argv[1]])

@@ -29,6 +29,31 @@ def perf_tracepoints() -> bool:
     return any(Path(root, "events", "rseq", "rseq_ip_fixup").is_dir() for root in TRACEFS_ROOTS)
 
 
+MEMBARRIER_PRIVATE_EXPEDITED_RSEQ = 1 << 7
+
+
+def membarrier_rseq() -> bool:
+    """True when the kernel offers ``MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ`` (queried only)."""
+    from ._native import load
+
+    mask = int(load()[1].prseq_membarrier_query())
+    return mask > 0 and bool(mask & MEMBARRIER_PRIVATE_EXPEDITED_RSEQ)
+
+
+def cgroup_info() -> dict[str, Any]:
+    """cgroup version holding cpusets, whether groups can be made, and why not."""
+    from . import cpuset
+    from .errors import CapabilityMissing
+
+    try:
+        host = cpuset.find_host()
+    except CapabilityMissing as exc:
+        versions = {fstype for _, fstype, _ in cpuset._mounts()}
+        version = 1 if "cgroup" in versions else 2 if "cgroup2" in versions else None
+        return {"cgroup_version": version, "cpuset_writable": False, "cpuset_reason": str(exc)}
+    return {"cgroup_version": host.version, "cpuset_writable": True, "cpuset_reason": None}
+
+
 def capabilities() -> dict[str, Any]:
     """Return the fingerprint as a JSON-safe mapping.
 
@@ -36,7 +61,9 @@ def capabilities() -> dict[str, Any]:
     ``"glibc"``, ``"own"`` or ``"none"``), rseq_available, syscall_errno,
     rseq_offset, glibc_rseq_size, glibc_rseq_flags, feature_size, align,
     usable_size, glibc_cpu_id, mm_cid_usable, node_id_usable, own_area_size,
-    perf_tracepoints, cpus_allowed, cpus_online, cpus_possible.
+    perf_tracepoints, membarrier_rseq, cgroup_version (of the hierarchy with
+    cpusets), cpuset_writable, cpuset_reason, cpus_allowed, cpus_online,
+    cpus_possible.
     """
     from ._child import probe_abi
 
@@ -59,6 +86,8 @@ def capabilities() -> dict[str, Any]:
         "node_id_usable": bool(abi["node_id_usable"]),
         "own_area_size": abi["own_size"],
         "perf_tracepoints": perf_tracepoints(),
+        "membarrier_rseq": membarrier_rseq(),
+        **cgroup_info(),
         "cpus_allowed": sorted(os.sched_getaffinity(0)),
         "cpus_online": _read("/sys/devices/system/cpu/online"),
         "cpus_possible": _read("/sys/devices/system/cpu/possible"),

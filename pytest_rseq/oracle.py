@@ -13,10 +13,52 @@ from .result import StressResult
 
 VIOLATIONS = {
     1: "cpu_id_start != cpu_id outside a critical section",
-    2: "sched_getcpu() != cpu_id",
+    2: "getcpu() (the syscall) != cpu_id",
     3: "cpu_id is not a possible CPU",
-    4: "mm_cid is not below the number of possible CPUs",
+    4: "mm_cid is not below min(possible CPUs, threads of the process)",
+    5: "cpu_id is outside the thread's settled affinity mask",
+    6: "node_id is not the NUMA node of cpu_id",
 }
+
+# Injector rate field -> (result counter, what "no effect" means).
+_EFFECTS = {
+    "signals_hz": ("signals_delivered", "no signal was delivered"),
+    "affinity_hz": ("affinity_changes", "no affinity change succeeded"),
+    "cpuset_hz": ("cpuset_shifts", "no cpuset.cpus write succeeded"),
+    "fork_hz": ("forks", "no fork child completed its ops"),
+    "membarrier_hz": ("membarriers", "no membarrier fence succeeded"),
+    "hotplug_hz": ("hotplug_events", "no CPU went offline or online"),
+}
+
+
+def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -> list[str]:
+    """Why a run whose perturbations showed no effect is not evidence (empty: it is).
+
+    Each requested injector must have done something; churn must have
+    replaced at least one thread; affinity or cpuset shifts must have moved a
+    worker; on the rseq path a signal storm with ``cs_delay`` and membarrier
+    fences must have aborted sections.
+    """
+    reasons = []
+    for rate, (counter, what) in _EFFECTS.items():
+        if chaos.get(rate, 0) > 0 and not run.get(counter, 0):
+            reasons.append(f"not evidence: {rate}={chaos[rate]:g} requested but {what}")
+    if chaos.get("churn_hz", 0) > 0 and run.get("threads_started", 0) <= threads:
+        reasons.append(
+            f"not evidence: churn_hz={chaos['churn_hz']:g} requested but no worker thread "
+            f"was replaced (threads_started={run.get('threads_started', 0)})"
+        )
+    moving = [r for r in ("affinity_hz", "cpuset_hz") if chaos.get(r, 0) > 0]
+    if moving and not run.get("migrations", 0):
+        reasons.append(f"not evidence: {', '.join(moving)} requested but no worker migrated")
+    if run.get("path") == "rseq" and not run.get("aborts", 0):
+        if chaos.get("signals_hz", 0) > 0 and chaos.get("cs_delay", 0) > 0:
+            reasons.append("not evidence: a signal storm with cs_delay aborted no critical section")
+        if chaos.get("membarrier_hz", 0) > 0:
+            reasons.append("not evidence: membarrier fences aborted no critical section")
+    if run.get("fork_errors", 0):
+        reasons.append(f"{run['fork_errors']} fork child(ren) failed, hung or crashed")
+    return reasons
 
 
 def repro_line(spec: dict[str, Any]) -> str:
@@ -110,12 +152,15 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         reasons.append(f"the stressed process died with {crash}")
     if raw.get("error"):
         reasons.append(str(raw["error"]))
+    reasons += [f"cleanup: {p}" for p in raw.get("cleanup_errors", [])]
     if main is None:
         main = _empty_run()
         if not reasons:
             reasons.append("the child produced no result")
     else:
         reasons += _run_reasons(main["path"], main)
+        if not main.get("error") and not crash:
+            reasons += coverage_reasons(spec["chaos"], spec["threads"], main)
 
     path = main["path"]
     requested = spec["registration"]
@@ -128,7 +173,20 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         "owner": main.get("owner"),
         "slot_ops": main.get("slot_ops", []),
         "invariant_samples": main.get("invariant_samples", 0),
+        "signals_sent": main.get("signals_sent", 0),
+        "timer_signals": main.get("timer_signals", 0),
+        "fork_errors": main.get("fork_errors", 0),
+        "hotplug_events": main.get("hotplug_events", 0),
+        "first_violation": main.get("first_violation", [0, 0, 0, 0]),
     }
+    if spec.get("cpuset"):
+        details["cpuset"] = spec["cpuset"]
+    perf = dict(raw.get("perf") or {"available": False, "reason": "in-process run"})
+    if perf.get("available") and "fixups" in perf:
+        # Fork children abort on their copies too; the kernel counts those.
+        perf["aborts"] = main["aborts"]
+        perf["difference"] = perf["fixups"] - main["aborts"]
+    details["perf"] = perf
     if spec["path"] == "both" and "rseq" in runs:
         fallback = runs.get("fallback")
         path = "both"

@@ -7,14 +7,18 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import cpuset, hotplug
 from .chaos import Chaos
 from .errors import CapabilityMissing, WorkloadError
 from .result import StressResult
@@ -132,8 +136,9 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     limit = spec["duration"] * (12 if spec["path"] == "both" else 1) + CHILD_GRACE_S
     with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
         spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
+        perf_prefix, perf_out = perf_wrapper(tmp)
         proc = subprocess.Popen(
-            _child_argv(spec["registration"]),
+            perf_prefix + _child_argv(spec["registration"]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -160,6 +165,7 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
                 raw: dict[str, Any] = json.load(fh)
         except (OSError, ValueError):
             raw = {"runs": {}}
+        raw["perf"] = read_perf(perf_out)
     raw["stderr"] = stderr
     raw["returncode"] = proc.returncode
     if proc.returncode < 0:
@@ -167,6 +173,151 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     elif proc.returncode != 0 and not raw["runs"]:
         raw["error"] = f"the child exited with status {proc.returncode}: {stderr.strip()[-500:]}"
     return raw
+
+
+PERF_EVENT = "rseq:rseq_ip_fixup"
+PERF_ENV = "PYTEST_RSEQ_PERF"
+
+
+def perf_status() -> dict[str, Any]:
+    """Whether the ``rseq:rseq_ip_fixup`` cross-check can run, and why not.
+
+    It runs only when asked (``PYTEST_RSEQ_PERF=1``), ``perf`` is installed and
+    the tracepoint is visible in tracefs.
+    """
+    from .capabilities import perf_tracepoints
+
+    if not perf_tracepoints():
+        return {"available": False, "reason": f"no {PERF_EVENT} tracepoint in tracefs"}
+    if not shutil.which("perf"):
+        return {"available": False, "reason": "perf is not installed"}
+    if os.environ.get(PERF_ENV) != "1":
+        return {"available": False, "reason": f"not requested ({PERF_ENV}=1 turns it on)"}
+    return {"available": True, "reason": None}
+
+
+def perf_wrapper(tmp: str) -> tuple[list[str], str | None]:
+    """The argv prefix that counts the child's rseq aborts with perf, and its output file."""
+    if not perf_status()["available"]:
+        return [], None
+    out = os.path.join(tmp, "perf.csv")
+    return ["perf", "stat", "-x,", "-e", PERF_EVENT, "-o", out, "--"], out
+
+
+def read_perf(path: str | None) -> dict[str, Any]:
+    """Parse ``perf stat -x,`` output into ``{"available", "fixups" | "reason"}``."""
+    if path is None:
+        return perf_status()
+    try:
+        with open(path) as fh:
+            for line in fh:
+                fields = line.strip().split(",")
+                if len(fields) > 2 and fields[2] == PERF_EVENT and fields[0].isdigit():
+                    return {"available": True, "fixups": int(fields[0])}
+    except OSError as exc:
+        return {"available": False, "reason": f"perf wrote no output: {exc}"}
+    return {"available": False, "reason": "perf output has no rseq_ip_fixup count"}
+
+
+@contextlib.contextmanager
+def machine_changes(spec: dict[str, Any]) -> Iterator[list[str]]:
+    """Set up the cpuset group and hotplug guard a run asks for; undo them afterwards.
+
+    Adds ``cpuset`` / ``hotplug_cpus`` to ``spec``. Yields a list that holds,
+    after the block, what could not be undone (empty when all went well).
+
+    Raises:
+        CapabilityMissing: cpusets or hotplug were asked for and are not usable.
+    """
+    chaos = spec["chaos"]
+    problems: list[str] = []
+    with contextlib.ExitStack() as stack:
+        if chaos["cpuset_hz"] > 0:
+            cpuset.remove_stale()
+            group = cpuset.create_group(sorted(os.sched_getaffinity(0)))
+            spec["cpuset"] = group.to_spec()
+
+            def remove() -> None:
+                if not cpuset.remove_group(group.path):
+                    problems.append(f"cpuset group {group.path} could not be removed")
+
+            stack.callback(remove)
+        if chaos["hotplug_hz"] > 0:
+            cpus = hotplug.check(set(os.sched_getaffinity(0)))
+            stack.enter_context(hotplug.guard(cpus))
+            spec["hotplug_cpus"] = cpus
+        yield problems
+
+
+def cleanup_stale() -> dict[str, list[str]]:
+    """Undo what killed runs left behind: cpuset groups and offline CPUs of dead owners."""
+    groups = [str(p) for p in cpuset.remove_stale()]
+    cpus = [str(c) for c in hotplug.restore_stale()] if os.geteuid() == 0 else []
+    return {"cpuset_groups": groups, "cpus_onlined": cpus}
+
+
+@dataclass(frozen=True)
+class SeccompAfterStart:
+    """What happened when an rseq-blocking seccomp filter went in after start.
+
+    ``outcome`` is ``"abort"`` (the new thread killed the process, as glibc
+    >= 2.35 does when it owns registration: "rseq registration failed"),
+    ``"survived"`` (the thread started: glibc does not register, or does not
+    abort) or ``"error"`` (the scenario itself could not run).
+    """
+
+    errno: str
+    outcome: str
+    signal: str | None
+    glibc_message: bool
+    registration: str
+    stderr: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-safe mapping."""
+        return asdict(self)
+
+
+def seccomp_after_start(
+    errno_name: str = "ENOSYS", registration: str = "auto"
+) -> SeccompAfterStart:
+    """Install an rseq-blocking seccomp filter in a running child, then start a thread.
+
+    The child is expected to die (glibc aborts); the crash is captured and
+    reported, never raised. ``registration`` is ``"auto"`` or ``"own"`` (glibc's
+    registration off by tunable: the thread then starts).
+
+    Raises:
+        ValueError: ``errno_name`` is not ENOSYS or EPERM, or a bad registration.
+    """
+    _check_choice("errno_name", errno_name, ("ENOSYS", "EPERM"))
+    _check_choice("registration", registration, ("auto", "own"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_rseq._child", "--seccomp-after-start", errno_name],
+        env=_child_env(registration),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=CHILD_GRACE_S)
+    finally:
+        _kill_group(proc)
+    stderr = err.decode(errors="replace")[-2000:]
+    if proc.returncode < 0:
+        outcome, sig = "abort", signal.Signals(-proc.returncode).name
+    elif proc.returncode == 0 and "thread-started" in out.decode(errors="replace"):
+        outcome, sig = "survived", None
+    else:
+        outcome, sig = "error", None
+    return SeccompAfterStart(
+        errno=errno_name,
+        outcome=outcome,
+        signal=sig,
+        glibc_message="rseq registration failed" in stderr,
+        registration=registration,
+        stderr=stderr,
+    )
 
 
 def _reap_group(pgid: int) -> None:
@@ -253,7 +404,16 @@ def run(
         raise ValueError(
             f"registration={registration!r} needs isolate=True (it changes how the process starts)"
         )
-    raw = run_isolated(spec) if isolate else run_in_process(spec)
+    chaos_cfg = spec["chaos"]
+    if not isolate and (chaos_cfg["cpuset_hz"] > 0 or chaos_cfg["hotplug_hz"] > 0):
+        raise ValueError(
+            "chaos with cpuset_hz or hotplug_hz needs isolate=True (it moves and "
+            "offlines CPUs under the stressed process)"
+        )
+    with machine_changes(spec) as cleanup:
+        raw = run_isolated(spec) if isolate else run_in_process(spec)
+    if cleanup:
+        raw["cleanup_errors"] = cleanup
     if raw.get("capability_missing"):
         raise CapabilityMissing(raw["capability_missing"])
     if raw.get("workload_error"):

@@ -11,6 +11,12 @@ BUILTIN_WORKLOADS: tuple[str, ...] = (
     "counter_mm_cid",
     "canary_racy",
     "canary_bad_signature",
+    "canary_clobber_cpu_id_start",
+    "canary_clobber_cpu_range",
+    "canary_clobber_not_allowed",
+    "canary_clobber_stale_cpu",
+    "canary_clobber_node_id",
+    "canary_clobber_mm_cid",
 )
 """Built-in workload names; those starting with ``canary_`` are broken on purpose."""
 

@@ -1,0 +1,235 @@
+/* chaos_sys.c - injectors that change the machine around the workers:
+ * cgroup cpuset shifts, CPU hotplug, and fork churn.
+ *
+ * The cgroups themselves are created and removed by the Python parent
+ * (pytest_rseq/cpuset.py), named with its pid, so they go away even when
+ * this process is killed; here we only rewrite the group's cpuset.cpus and
+ * move worker TIDs into it. Hotplug state is recorded by the parent
+ * (pytest_rseq/hotplug.py) before the run and restored after it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chaos.h"
+
+/* Ops each fork child does on its copy of the workload state. */
+#define FORK_OPS 256
+/* How long a fork child may take before it is killed (and counted as an error). */
+#define FORK_TIMEOUT_NS 2000000000ull
+
+static int write_text(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    ssize_t n = pwrite(fd, text, len, 0);
+    if (n < 0)
+        return -errno;
+    return (size_t)n == len ? 0 : -EIO;
+}
+
+static int write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int rc;
+
+    if (fd < 0)
+        return -errno;
+    rc = write_text(fd, text);
+    close(fd);
+    return rc;
+}
+
+/* ---- cpuset shifts ------------------------------------------------------ */
+
+int chaos_cpuset_setup(struct chaos *c)
+{
+    const struct prseq_config *cfg = c->run->cfg;
+    char path[4096];
+    char *save = NULL, *tok;
+
+    if (!cfg->cpuset_dir || !cfg->cpuset_dir[0] || !cfg->cpuset_choices)
+        return -EINVAL;
+    c->choices_buf = strdup(cfg->cpuset_choices);
+    if (!c->choices_buf)
+        return -ENOMEM;
+    for (tok = strtok_r(c->choices_buf, ";", &save); tok && c->nr_choices < CHAOS_MAX_CHOICES;
+         tok = strtok_r(NULL, ";", &save))
+        if (*tok)
+            c->choices[c->nr_choices++] = tok;
+    if (c->nr_choices < 2)
+        return -EINVAL;
+    snprintf(path, sizeof(path), "%s/cpuset.cpus", cfg->cpuset_dir);
+    c->cpus_fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (c->cpus_fd < 0)
+        return -errno;
+    c->last_choice = -1;
+    return 0;
+}
+
+void chaos_cpuset_fire(struct chaos *c, uint64_t *rng)
+{
+    int pick = (int)(chaos_rand(rng) % (uint64_t)c->nr_choices);
+    int rc;
+
+    if (pick == c->last_choice)
+        pick = (pick + 1) % c->nr_choices;
+    prseq_mask_change_begin(c->run);
+    rc = write_text(c->cpus_fd, c->choices[pick]);
+    prseq_mask_change_end(c->run);
+    if (rc == 0) {
+        c->last_choice = pick;
+        __atomic_fetch_add(&c->cpuset_shifts, 1, __ATOMIC_RELAXED);
+    }
+}
+
+/* Called by each worker thread: move itself into the group. */
+int chaos_cpuset_enter(struct chaos *c, struct prseq_slot *slot)
+{
+    char tid[32];
+    int rc;
+
+    snprintf(tid, sizeof(tid), "%d\n", (int)gettid());
+    prseq_mask_change_begin(c->run);
+    rc = write_file(c->run->cfg->cpuset_tasks, tid);
+    prseq_mask_change_end(c->run);
+    if (rc < 0)
+        prseq_run_fail(c->run, -rc, "slot %u: moving the worker into %s failed: %s",
+                       slot->t.index, c->run->cfg->cpuset_tasks, strerror(-rc));
+    return rc;
+}
+
+void chaos_cpuset_teardown(struct chaos *c)
+{
+    if (c->cpus_fd >= 0)
+        close(c->cpus_fd);
+    c->cpus_fd = -1;
+}
+
+/* ---- CPU hotplug -------------------------------------------------------- */
+
+static int set_online(int cpu, int online)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/online", cpu);
+    return write_file(path, online ? "1" : "0");
+}
+
+int chaos_hotplug_setup(struct chaos *c)
+{
+    const char *p = c->run->cfg->hotplug_cpus;
+
+    while (p && *p && c->nr_hotplug < CHAOS_MAX_HOTPLUG) {
+        char *end;
+        long cpu = strtol(p, &end, 10);
+        if (end == p)
+            return -EINVAL;
+        if (cpu <= 0) /* CPU 0 is never taken offline */
+            return -EINVAL;
+        c->hotplug_cpus[c->nr_hotplug++] = (int)cpu;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return c->nr_hotplug ? 0 : -EINVAL;
+}
+
+/* Events alternate: take one CPU offline, bring it back. */
+void chaos_hotplug_fire(struct chaos *c, uint64_t *rng)
+{
+    int cpu, rc;
+
+    prseq_mask_change_begin(c->run);
+    if (c->offline_cpu >= 0) {
+        rc = set_online(c->offline_cpu, 1);
+        if (rc == 0)
+            c->offline_cpu = -1;
+    } else {
+        cpu = c->hotplug_cpus[chaos_rand(rng) % (uint64_t)c->nr_hotplug];
+        rc = set_online(cpu, 0);
+        if (rc == 0)
+            c->offline_cpu = cpu;
+    }
+    prseq_mask_change_end(c->run);
+    if (rc == 0)
+        __atomic_fetch_add(&c->hotplug_events, 1, __ATOMIC_RELAXED);
+}
+
+void chaos_hotplug_teardown(struct chaos *c)
+{
+    if (c->offline_cpu >= 0 && set_online(c->offline_cpu, 1) == 0) {
+        c->offline_cpu = -1;
+        c->hotplug_events++;
+    }
+}
+
+/* ---- fork churn --------------------------------------------------------- */
+
+/* In the child: only this thread exists. Do FORK_OPS ops on the copy of
+ * the state and exit 0 when the total grew by exactly that much. */
+static void fork_child(struct prseq_run *run)
+{
+    const struct prseq_workload *w = run->w;
+    struct prseq_thread t = {.index = 0, .aborts = 0, .local = NULL};
+    int use_rseq = run->res->path == PRSEQ_PATH_RSEQ;
+    int (*op)(void *, struct prseq_thread *) = use_rseq ? w->op : w->fallback_op;
+    uint64_t before, after, done = 0;
+
+    if (w->thread_init && w->thread_init(run->state, &t) != 0)
+        _exit(3);
+    before = w->total(run->state);
+    while (done < FORK_OPS) {
+        int rc = op(run->state, &t);
+        if (rc < 0)
+            _exit(4);
+        done += rc == 0;
+    }
+    after = w->total(run->state);
+    if (w->thread_exit)
+        w->thread_exit(run->state, &t);
+    if (w->expected)
+        _exit(0); /* the workload's own accounting: only crashes count here */
+    _exit(after - before == FORK_OPS ? 0 : 1);
+}
+
+void chaos_fork_fire(struct chaos *c, uint64_t *rng)
+{
+    uint64_t deadline;
+    int status = 0;
+    pid_t pid, got;
+
+    (void)rng;
+    pid = fork();
+    if (pid < 0) {
+        __atomic_fetch_add(&c->fork_errors, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (pid == 0)
+        fork_child(c->run);
+    deadline = prseq_now_ns() + FORK_TIMEOUT_NS;
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && prseq_now_ns() < deadline) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 200000};
+        nanosleep(&ts, NULL);
+    }
+    if (got == 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        __atomic_fetch_add(&c->fork_errors, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (got == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        __atomic_fetch_add(&c->forks, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    __atomic_fetch_add(&c->fork_errors, 1, __ATOMIC_RELAXED);
+    if (got == pid && WIFEXITED(status) && WEXITSTATUS(status) == 1)
+        prseq_run_fail(c->run, EPROTO, "a forked child lost counts on its copy of the state");
+    else if (got == pid && WIFSIGNALED(status))
+        prseq_run_fail(c->run, EPROTO, "a forked child died with signal %d", WTERMSIG(status));
+}
