@@ -25,7 +25,7 @@ from .common import fmt, median, table
 LADDER_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 QUICK_LADDER_MS = (10, 50)
 TRIALS = 20
-QUICK_TRIALS = 2
+QUICK_TRIALS = 1
 
 
 def presets() -> dict[str, Any]:
