@@ -64,7 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--repeats",
         type=_positive,
         default=None,
-        help="repeats per fast-path / injector / gate measurement (7; quick 1)",
+        help="repeats per fast-path (9), injector (3) and gate (3) measurement; quick 1",
     )
     p.add_argument(
         "--trials",
@@ -85,6 +85,29 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (with "+dirty" when it has changes), or None."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def must_show(sections: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +146,7 @@ def must_show(sections: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections; print tables; write the JSON. Returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    repeats = args.repeats or (1 if args.quick else 7)
+    repeats = args.repeats or (1 if args.quick else 9)
     inj_repeats = args.repeats or (1 if args.quick else 3)
     trials = args.trials or (detection.QUICK_TRIALS if args.quick else detection.TRIALS)
     started = time.time()
@@ -133,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": machine(),
+        "git_commit": _git_commit(),
         "sections": {},
         "load": {},
     }

@@ -23,9 +23,9 @@ from .common import fmt, median, spread, table
 
 THREADS = (1, 2, 4, 8)
 # Total ops per run (split over the threads), by speed class: about 50-150 ms a run.
-OPS_FAST = 64_000_000
+OPS_FAST = 128_000_000
 OPS_ATOMIC = 16_000_000
-OPS_MUTEX = 2_000_000
+OPS_MUTEX = 4_000_000
 QUICK_DIVISOR = 1000
 
 
