@@ -61,7 +61,9 @@ const char *prseq_source_hash(void) {{ return "{SOURCE_HASH}"; }}
 """,
     sources=[_relative(NATIVE / name) for name in SOURCES],
     include_dirs=[_relative(NATIVE), _relative(INCLUDE)],
-    extra_compile_args=CFLAGS,
+    # Hidden by default: loader.c puts this module in the global scope, so only
+    # PyInit__prseq and prseq_harness_rseq_area may be visible to workloads.
+    extra_compile_args=[*CFLAGS, "-fvisibility=hidden"],
     libraries=["pthread"],
 )
 

@@ -196,7 +196,7 @@ static void *worker_main(void *arg)
     int owner, registered = 0, entered = 0;
 
     __atomic_store_n(&s->tid, gettid(), __ATOMIC_RELEASE);
-    if (use_rseq && cfg->own_registration) {
+    if (use_rseq && cfg->own_registration && !cfg->workload_registers) {
         int rc = prseq_own_register();
         if (rc < 0) {
             prseq_run_fail(run, -rc, "slot %u: registering the rseq area failed: %s",
@@ -206,7 +206,7 @@ static void *worker_main(void *arg)
         registered = 1;
     }
     area = prseq_current_area(&owner);
-    if (use_rseq && !area) {
+    if (use_rseq && !area && !cfg->workload_registers) {
         prseq_run_fail(run, ENOSYS, "slot %u: no registered rseq area in a worker thread",
                        s->t.index);
         goto out;
@@ -367,6 +367,16 @@ static int choose_path(const struct prseq_config *cfg, struct prseq_result *res)
     res->owner = PRSEQ_OWNER_NONE;
     if (cfg->path != PRSEQ_PATH_RSEQ)
         return 0;
+    if (cfg->own_registration && cfg->workload_registers) {
+        /* The workload registers its own area in thread_init (librseq style). */
+        struct prseq_abi_info abi;
+        prseq_abi_probe(&abi);
+        if (abi.available) {
+            res->path = PRSEQ_PATH_RSEQ;
+            res->owner = PRSEQ_OWNER_WORKLOAD;
+        }
+        return 0;
+    }
     if (cfg->own_registration) {
         int rc = prseq_own_register();
         if (rc == -ENOSYS || rc == -EPERM)

@@ -19,6 +19,7 @@
 #define PRSEQ_OWNER_NONE 0   /* nobody registered an area for this thread */
 #define PRSEQ_OWNER_GLIBC 1  /* glibc >= 2.35 registered it (__rseq_size > 0) */
 #define PRSEQ_OWNER_OWN 2    /* pytest-rseq registered its own area */
+#define PRSEQ_OWNER_WORKLOAD 3 /* the workload registers its own area (own mode) */
 
 #define PRSEQ_MAX_THREADS 1024
 #define PRSEQ_ERRMSG_LEN 256
@@ -51,6 +52,7 @@ struct prseq_config {
     double join_timeout_s;        /* how long stopped workers may take to exit */
     int path;                     /* PRSEQ_PATH_* */
     int own_registration;         /* register pytest-rseq's own area per worker */
+    int workload_registers;       /* own mode: the workload registers its area itself */
     uint64_t seed;
     uint64_t cs_delay;            /* delay loop iterations inside built-in sections */
     uint32_t sample_every;        /* invariant sample period in op batches (0 = off) */

@@ -11,6 +11,7 @@ from ._version import __version__
 from .capabilities import capabilities
 from .chaos import Chaos
 from .errors import CapabilityMissing, ConsistencyError, RseqError, WorkloadError
+from .lint import LintError, LintFinding, lint
 from .result import StressResult
 from .runner import run
 from .workload import BUILTIN_WORKLOADS, Workload
@@ -20,6 +21,8 @@ __all__ = [
     "CapabilityMissing",
     "Chaos",
     "ConsistencyError",
+    "LintError",
+    "LintFinding",
     "RseqError",
     "StressResult",
     "Workload",
@@ -27,6 +30,7 @@ __all__ = [
     "__version__",
     "capabilities",
     "get_include",
+    "lint",
     "run",
 ]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ._native import load
 
-OWNERS = {0: "none", 1: "glibc", 2: "own"}
+OWNERS = {0: "none", 1: "glibc", 2: "own", 3: "workload"}
 PATHS = {0: "rseq", 1: "fallback"}
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
 
@@ -107,6 +107,7 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
     cfg.duration_s = spec["duration"]
     cfg.join_timeout_s = spec.get("join_timeout", 5.0)
     cfg.own_registration = 1 if spec["registration"] == "own" else 0
+    cfg.workload_registers = 1 if spec["workload"].get("registers_itself") else 0
     cfg.seed = spec["seed"]
     cfg.cs_delay = int(chaos.get("cs_delay", 0))
     cfg.sample_every = spec.get("sample_every", 64)

@@ -22,7 +22,14 @@ from . import cpuset, hotplug
 from .chaos import Chaos
 from .errors import CapabilityMissing, WorkloadError
 from .result import StressResult
-from .workload import WorkloadLike, as_workload
+from .workload import (
+    WorkloadLike,
+    as_workload,
+    preload_env,
+    static_tls_hint,
+    wants_preload_retry,
+    with_preload,
+)
 
 PATHS = ("rseq", "fallback", "both")
 REGISTRATIONS = ("auto", "glibc", "own", "blocked-enosys", "blocked-eperm")
@@ -142,7 +149,7 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_child_env(spec["registration"]),
+            env=preload_env(_child_env(spec["registration"]), spec),
             start_new_session=True,
         )
         try:
@@ -412,12 +419,15 @@ def run(
         )
     with machine_changes(spec) as cleanup:
         raw = run_isolated(spec) if isolate else run_in_process(spec)
+        if isolate and wants_preload_retry(spec, raw):
+            spec = with_preload(spec)
+            raw = run_isolated(spec)
     if cleanup:
         raw["cleanup_errors"] = cleanup
     if raw.get("capability_missing"):
         raise CapabilityMissing(raw["capability_missing"])
     if raw.get("workload_error"):
-        raise WorkloadError(raw["workload_error"])
+        raise WorkloadError(static_tls_hint(spec, raw["workload_error"]))
     from .oracle import build_result
 
     return build_result(spec, raw)

@@ -22,6 +22,9 @@ BUILTIN_WORKLOADS: tuple[str, ...] = (
 
 DEFAULT_SYMBOL = "prseq_workload"
 
+STATIC_TLS_ERROR = "static TLS block"
+"""What glibc's dlopen says when a library's initial-exec TLS does not fit (FACTS.md)."""
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -33,6 +36,8 @@ class Workload:
     name: str
     library: str | None = None
     symbol: str = DEFAULT_SYMBOL
+    preload: bool | None = None
+    registers_itself: bool = False
 
     @classmethod
     def builtin(cls, name: str) -> Workload:
@@ -48,11 +53,29 @@ class Workload:
         return cls(name=name)
 
     @classmethod
-    def from_library(cls, path: str | Path, symbol: str = DEFAULT_SYMBOL) -> Workload:
+    def from_library(
+        cls,
+        path: str | Path,
+        symbol: str = DEFAULT_SYMBOL,
+        *,
+        preload: bool | None = None,
+        registers_itself: bool = False,
+    ) -> Workload:
         """Return a workload loaded (in the child process) from the library at ``path``.
 
-        ``symbol`` names the exported function returning the
-        ``const struct prseq_workload *``.
+        Args:
+            path: the shared library exporting the prseq C ABI (``pytest_rseq.h``).
+            symbol: the exported function returning the ``const struct prseq_workload *``.
+            preload: start the child with the library in ``LD_PRELOAD`` instead of
+                loading it with ``dlopen``. ``None`` (default) preloads only when
+                ``dlopen`` fails with "cannot allocate memory in static TLS block"
+                (initial-exec TLS with a large alignment, as librseq has); ``False``
+                never preloads.
+            registers_itself: the library registers its own rseq area in
+                ``thread_init`` when glibc has not (as librseq does). Under
+                ``registration="own"`` pytest-rseq then registers none (a second
+                area for the thread would be refused with EINVAL) and runs the rseq path on the
+                library's area; the result's owner is ``"workload"``.
 
         Raises:
             ValueError: ``path`` does not exist or ``symbol`` is not an identifier.
@@ -60,9 +83,19 @@ class Workload:
         lib = Path(path)
         if not lib.is_file():
             raise ValueError(f"workload library {str(path)!r} does not exist")
-        if not symbol.isidentifier():
+        if not isinstance(symbol, str) or not symbol.isidentifier():
             raise ValueError(f"symbol {symbol!r} is not a C identifier")
-        return cls(name=f"{lib.name}:{symbol}", library=str(lib.resolve()), symbol=symbol)
+        if preload is not None and not isinstance(preload, bool):
+            raise ValueError(f"preload must be None, True or False, got {preload!r}")
+        if not isinstance(registers_itself, bool):
+            raise ValueError(f"registers_itself must be True or False, got {registers_itself!r}")
+        return cls(
+            name=f"{lib.name}:{symbol}",
+            library=str(lib.resolve()),
+            symbol=symbol,
+            preload=preload,
+            registers_itself=bool(registers_itself),
+        )
 
     @property
     def is_canary(self) -> bool:
@@ -71,7 +104,13 @@ class Workload:
 
     def to_spec(self) -> dict[str, Any]:
         """Return the JSON-safe description the child process loads."""
-        return {"name": self.name, "library": self.library, "symbol": self.symbol}
+        return {
+            "name": self.name,
+            "library": self.library,
+            "symbol": self.symbol,
+            "preload": self.preload,
+            "registers_itself": self.registers_itself,
+        }
 
 
 WorkloadLike = str | Workload
@@ -88,3 +127,41 @@ def as_workload(workload: WorkloadLike) -> Workload:
     if isinstance(workload, str):
         return Workload.builtin(workload)
     raise ValueError(f"workload must be a name or a Workload, got {workload!r}")
+
+
+def preload_env(env: dict[str, str], spec: dict[str, Any]) -> dict[str, str]:
+    """Return ``env`` with the spec's workload library in ``LD_PRELOAD`` when it asks for it."""
+    wl = spec["workload"]
+    if not (wl.get("library") and wl.get("preload")):
+        return env
+    preloads = [p for p in env.get("LD_PRELOAD", "").split() if p]
+    return {**env, "LD_PRELOAD": " ".join([wl["library"], *preloads])}
+
+
+def wants_preload_retry(spec: dict[str, Any], raw: dict[str, Any]) -> bool:
+    """True when the library failed to ``dlopen`` for lack of static TLS and may be preloaded."""
+    wl = spec["workload"]
+    return (
+        wl.get("library") is not None
+        and wl.get("preload") is None
+        and STATIC_TLS_ERROR in str(raw.get("workload_error") or "")
+    )
+
+
+def with_preload(spec: dict[str, Any]) -> dict[str, Any]:
+    """Return ``spec`` with its workload library marked for ``LD_PRELOAD``."""
+    return {**spec, "workload": {**spec["workload"], "preload": True}}
+
+
+def static_tls_hint(spec: dict[str, Any], message: str) -> str:
+    """Add the fix to a load error caused by initial-exec TLS that ``dlopen`` cannot place."""
+    if STATIC_TLS_ERROR not in message:
+        return message
+    wl = spec["workload"]
+    if wl.get("preload"):
+        return f"{message} (even with the library in LD_PRELOAD)"
+    return (
+        f"{message}: the library has initial-exec TLS that dlopen cannot place; "
+        f"use Workload.from_library({wl['library']!r}, preload=True) (or preload=None, the "
+        f"default, with isolate=True) to start the child with it in LD_PRELOAD"
+    )

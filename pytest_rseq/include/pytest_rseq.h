@@ -47,6 +47,78 @@ struct prseq_workload {
 /* A library exports:  const struct prseq_workload *prseq_workload(void);  */
 typedef const struct prseq_workload *(*prseq_workload_fn)(void);
 
+/*
+ * Helpers for workloads (not part of the versioned ABI above).
+ *
+ * Finding the calling thread's rseq area (see docs/c-abi.md):
+ *   - glibc registered it (__rseq_size > 0): thread pointer + __rseq_offset;
+ *   - registration="own": pytest-rseq registered a heap area for every
+ *     worker thread before thread_init; the harness exports
+ *     prseq_harness_rseq_area() for it (looked up with dlsym, so neither a
+ *     link-time dependency nor the load order matters);
+ *   - blocked modes or no registration: NULL (the harness then runs
+ *     fallback_op only).
+ * Call prseq_rseq_area() in thread_init and keep the pointer in t->local:
+ * it does a dlsym on the "own" path, too slow for every op.
+ */
+#define PRSEQ_RSEQ_SIG_X86_64 0x53053053u
+#define PRSEQ_RSEQ_SIG_AARCH64 0xd428bc00u
+#if defined(__x86_64__)
+#define PRSEQ_RSEQ_SIG PRSEQ_RSEQ_SIG_X86_64
+#elif defined(__aarch64__)
+#define PRSEQ_RSEQ_SIG PRSEQ_RSEQ_SIG_AARCH64
+#endif
+
+/* The kernel's struct rseq (uapi/linux/rseq.h), the fields up to mm_cid.
+ * Only the first __rseq_size / AT_RSEQ_FEATURE_SIZE bytes are live. */
+struct prseq_rseq_area {
+    uint32_t cpu_id_start;
+    uint32_t cpu_id;
+    uint64_t rseq_cs;   /* address of the active struct prseq_rseq_cs, or 0 */
+    uint32_t flags;
+    uint32_t node_id;
+    uint32_t mm_cid;
+};
+
+/* The kernel's struct rseq_cs: one per critical section, 32-byte aligned,
+ * conventionally in the "__rseq_cs" ELF section (pytest_rseq.lint reads it). */
+struct prseq_rseq_cs {
+    uint32_t version;            /* 0 */
+    uint32_t flags;              /* 0 */
+    uint64_t start_ip;
+    uint64_t post_commit_offset; /* end of the section - start_ip */
+    uint64_t abort_ip;           /* preceded by the 4 signature bytes */
+} __attribute__((aligned(32)));
+
+#ifndef PRSEQ_NO_HELPERS
+#include <dlfcn.h>
+#include <stddef.h>
+
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+/* The area glibc registered for the calling thread, or NULL. */
+static inline struct prseq_rseq_area *prseq_glibc_rseq_area(void)
+{
+    if (&__rseq_size == NULL || &__rseq_offset == NULL || __rseq_size == 0)
+        return NULL;
+    return (struct prseq_rseq_area *)((char *)__builtin_thread_pointer() + __rseq_offset);
+}
+
+/* The rseq area the harness set up for the calling thread, or NULL. */
+static inline struct prseq_rseq_area *prseq_rseq_area(void)
+{
+    struct prseq_rseq_area *(*harness)(void);
+    struct prseq_rseq_area *area = prseq_glibc_rseq_area();
+
+    if (area)
+        return area;
+    /* (void *)0 is RTLD_DEFAULT: search the global scope. */
+    *(void **)&harness = dlsym((void *)0, "prseq_harness_rseq_area");
+    return harness ? harness() : NULL;
+}
+#endif /* PRSEQ_NO_HELPERS */
+
 #ifdef __cplusplus
 }
 #endif
