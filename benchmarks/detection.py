@@ -82,7 +82,8 @@ def _trial(canary: str, chaos: Any, ladder: tuple[float, ...], seed: int) -> dic
             return {
                 "verdict": "caught",
                 "d_ms": d_ms,
-                "run_s": res.duration_s,
+                # A crashed child reports no length: unknown, not zero.
+                "run_s": None if res.crash else res.duration_s,
                 "lost": res.lost,
                 "crash": res.crash,
                 "invariant_violations": res.invariant_violations,
@@ -121,8 +122,8 @@ def measure(trials: int, quick: bool) -> dict[str, Any]:
                         "values": d,
                     },
                     "catching_run_actual_ms": {
-                        "median": median(r["run_s"] * 1000 for r in caught),
-                        "max": max((r["run_s"] * 1000 for r in caught), default=None),
+                        "median": median(r["run_s"] * 1000 for r in caught if r["run_s"]),
+                        "max": max((r["run_s"] * 1000 for r in caught if r["run_s"]), default=None),
                     },
                     "lost_median": median(r["lost"] for r in caught if r["lost"]),
                     "caught_by": {
