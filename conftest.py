@@ -1,46 +1,41 @@
-"""Suite-wide guard: the tests must leave the machine as they found it.
+"""Machine-wide guard for the whole run: no CPU left offline, no plugin cgroup left behind.
 
-Every run may change affinity, signal dispositions, cgroups and CPUs online
-in its child process only; this checks, once at the end of the session, that
-nothing leaked into the pytest process or the machine.
+tests/conftest.py checks each pytest process (affinity, signals, children,
+its own cgroups); this checks what every process shares, once, on the
+controller (with xdist the workers' groups are gone by then).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-CPUSET_ROOTS = ("/sys/fs/cgroup/cpuset", "/sys/fs/cgroup", "/sys/fs/cgroup/unified")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+OFFLINE = Path("/sys/devices/system/cpu/offline")
 
 
-def _machine_state() -> dict[str, object]:
-    realtime = range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
-    return {
-        "affinity": sorted(os.sched_getaffinity(0)),
-        "dispositions": {s: signal.getsignal(s) for s in realtime},
-        "cpus_offline": Path("/sys/devices/system/cpu/offline").read_text().strip(),
-    }
-
-
-def _our_cgroups() -> list[str]:
+def _plugin_cgroups() -> list[str]:
     found = []
-    for root in CPUSET_ROOTS:
-        base = Path(root)
-        if base.is_dir():
-            found += [str(p) for p in base.iterdir() if p.is_dir() and "pytest-rseq" in p.name]
+    for dirpath, dirnames, _ in os.walk(CGROUP_ROOT):
+        found += [os.path.join(dirpath, d) for d in dirnames if d.startswith("pytest-rseq-")]
+        if len(Path(dirpath).relative_to(CGROUP_ROOT).parts) >= 3:
+            dirnames[:] = []
     return found
+
+
+def _offline() -> str:
+    return OFFLINE.read_text().strip() if OFFLINE.exists() else ""
 
 
 @pytest.fixture(scope="session", autouse=True)
 def machine_left_as_found() -> Iterator[None]:
-    """Fail the session if it changed our affinity or signals, or left CPUs or cgroups."""
-    before = _machine_state()
+    """Fail the run if it left a CPU offline or a pytest-rseq cgroup behind."""
+    offline, groups = _offline(), _plugin_cgroups()
     yield
-    after = _machine_state()
-    assert after == before, f"the test session changed the machine: {before} -> {after}"
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        assert _our_cgroups() == [], f"cgroups left behind: {_our_cgroups()}"
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        return
+    assert _offline() == offline, f"CPUs offline changed: {offline!r} -> {_offline()!r}"
+    assert _plugin_cgroups() == groups, f"cgroups left behind: {_plugin_cgroups()}"

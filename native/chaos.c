@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -40,14 +41,19 @@ static void on_storm_signal(int sig, siginfo_t *info, void *uctx)
     __atomic_fetch_add(&signals_delivered, 1, __ATOMIC_RELAXED);
 }
 
+/* Several injectors (and workers joining a cpuset) change masks at once,
+ * so parity of one counter is not enough: mask_busy counts changes in
+ * flight and mask_gen moves at both ends of each. */
 void prseq_mask_change_begin(struct prseq_run *run)
 {
-    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_ACQ_REL);
+    __atomic_fetch_add(&run->mask_busy, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_SEQ_CST);
 }
 
 void prseq_mask_change_end(struct prseq_run *run)
 {
-    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_ACQ_REL);
+    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_sub(&run->mask_busy, 1, __ATOMIC_SEQ_CST);
 }
 
 uint64_t chaos_rand(uint64_t *x)
@@ -409,6 +415,10 @@ void prseq_chaos_finish(struct prseq_run *run)
     res->signals_delivered = __atomic_load_n(&signals_delivered, __ATOMIC_RELAXED);
     res->affinity_changes = c->affinity_changes;
     res->cpuset_shifts = c->cpuset_shifts;
+    res->cpuset_errors = c->cpuset_errors;
+    res->cpuset_errno = c->cpuset_errno;
+    if (c->last_choice >= 0 && c->last_choice < c->nr_choices)
+        snprintf(res->cpuset_last, sizeof(res->cpuset_last), "%s", c->choices[c->last_choice]);
     res->forks = c->forks;
     res->fork_errors = c->fork_errors;
     res->membarriers = c->membarriers;

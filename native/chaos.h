@@ -53,6 +53,8 @@ struct chaos {
     uint64_t timer_signals;
     uint64_t affinity_changes;
     uint64_t cpuset_shifts;
+    uint64_t cpuset_errors;
+    int cpuset_errno;
     uint64_t forks;
     uint64_t fork_errors;
     uint64_t membarriers;

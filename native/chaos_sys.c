@@ -86,6 +86,11 @@ void chaos_cpuset_fire(struct chaos *c, uint64_t *rng)
     if (rc == 0) {
         c->last_choice = pick;
         __atomic_fetch_add(&c->cpuset_shifts, 1, __ATOMIC_RELAXED);
+    } else {
+        /* Counted and reported; the next event picks again, so one list
+         * the kernel refuses cannot starve the others. */
+        c->cpuset_errors++;
+        c->cpuset_errno = -rc;
     }
 }
 
@@ -114,11 +119,14 @@ void chaos_cpuset_teardown(struct chaos *c)
 
 /* ---- CPU hotplug -------------------------------------------------------- */
 
-static int set_online(int cpu, int online)
+static int set_online(struct chaos *c, int cpu, int online)
 {
-    char path[128];
+    const char *root = c->run->cfg->hotplug_root;
+    char path[4096];
 
-    snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/online", cpu);
+    if (!root || !root[0])
+        root = "/sys/devices/system/cpu";
+    snprintf(path, sizeof(path), "%s/cpu%d/online", root, cpu);
     return write_file(path, online ? "1" : "0");
 }
 
@@ -146,12 +154,12 @@ void chaos_hotplug_fire(struct chaos *c, uint64_t *rng)
 
     prseq_mask_change_begin(c->run);
     if (c->offline_cpu >= 0) {
-        rc = set_online(c->offline_cpu, 1);
+        rc = set_online(c, c->offline_cpu, 1);
         if (rc == 0)
             c->offline_cpu = -1;
     } else {
         cpu = c->hotplug_cpus[chaos_rand(rng) % (uint64_t)c->nr_hotplug];
-        rc = set_online(cpu, 0);
+        rc = set_online(c, cpu, 0);
         if (rc == 0)
             c->offline_cpu = cpu;
     }
@@ -162,7 +170,7 @@ void chaos_hotplug_fire(struct chaos *c, uint64_t *rng)
 
 void chaos_hotplug_teardown(struct chaos *c)
 {
-    if (c->offline_cpu >= 0 && set_online(c->offline_cpu, 1) == 0) {
+    if (c->offline_cpu >= 0 && set_online(c, c->offline_cpu, 1) == 0) {
         c->offline_cpu = -1;
         c->hotplug_events++;
     }

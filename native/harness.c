@@ -105,7 +105,8 @@ static void record_violation(struct prseq_run *run, uint64_t kind, uint64_t a, u
 
 /* Read the area's fields around getcpu(); if cpu_id did not change while
  * we looked, every field must agree with it. The affinity check counts only
- * when no injector changed a mask meanwhile (mask_gen even and unchanged):
+ * when no mask change was in flight or started meanwhile (mask_busy 0,
+ * mask_gen unchanged):
  * such a change migrates the thread before the injector's syscall returns,
  * and the kernel rewrites cpu_id before the thread runs user code again. */
 static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
@@ -113,11 +114,13 @@ static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
     uint32_t before, start, after, cid, node;
     unsigned int cpu = 0, cpu_node = 0;
     uint64_t gen1, gen2;
+    uint32_t busy;
     cpu_set_t mask;
     int have_mask, have_cpu;
 
     __atomic_fetch_add(&run->invariant_samples, 1, __ATOMIC_RELAXED);
-    gen1 = __atomic_load_n(&run->mask_gen, __ATOMIC_ACQUIRE);
+    gen1 = __atomic_load_n(&run->mask_gen, __ATOMIC_SEQ_CST);
+    busy = __atomic_load_n(&run->mask_busy, __ATOMIC_SEQ_CST);
     have_mask = sched_getaffinity(0, sizeof(mask), &mask) == 0;
     before = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
     start = __atomic_load_n(&area->cpu_id_start, __ATOMIC_ACQUIRE);
@@ -126,14 +129,14 @@ static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
     /* The raw syscall: glibc's sched_getcpu() reads cpu_id from the area. */
     have_cpu = syscall(SYS_getcpu, &cpu, &cpu_node, NULL) == 0;
     after = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
-    gen2 = __atomic_load_n(&run->mask_gen, __ATOMIC_ACQUIRE);
+    gen2 = __atomic_load_n(&run->mask_gen, __ATOMIC_SEQ_CST);
     if (before != after)
         return;
     if (start != before)
         record_violation(run, VIOLATION_CPU_ID_START, before, start, 0);
     else if (before >= run->nr_cpus)
         record_violation(run, VIOLATION_CPU_RANGE, before, start, run->nr_cpus);
-    else if (have_mask && gen1 == gen2 && !(gen1 & 1) && !CPU_ISSET(before, &mask))
+    else if (have_mask && gen1 == gen2 && busy == 0 && !CPU_ISSET(before, &mask))
         record_violation(run, VIOLATION_CPU_NOT_ALLOWED, before, start,
                          (uint64_t)CPU_COUNT(&mask));
     else if (have_cpu && cpu != before)
@@ -191,7 +194,9 @@ static void *worker_main(void *arg)
     prseq_batch_fn batch = use_rseq ? prseq_builtin_batch(run->w) : NULL;
     uint64_t remaining = s->budget - s->ops, done = 0, batches = 0, migrations = 0;
     uint64_t born = 0;
-    uint32_t last_cpu = UINT32_MAX;
+    /* Per slot, across churned threads: the slot's work moving between
+     * CPUs is what migration chaos must show. */
+    uint32_t last_cpu = s->last_cpu;
     struct prseq_area *area;
     int owner, registered = 0, entered = 0;
 
@@ -269,6 +274,7 @@ out:
         prseq_own_unregister();
     s->ops += done;
     s->migrations += migrations;
+    s->last_cpu = last_cpu;
     __atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&s->exited, 1, __ATOMIC_RELEASE);
     sem_post(&run->exited);
@@ -434,11 +440,22 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
     run.nr_cpus = prseq_possible_cpus();
     run.cpu_node = read_cpu_nodes(run.nr_cpus);
     run.node_id_usable = prseq_node_id_usable(res->owner);
-    /* Every thread of the process may hold a concurrency id: the workers,
-     * the threads there now, and the injector threads. */
+    /* Concurrency ids stay below both the threads of the process (the
+     * workers, the threads there now, the injector threads) and the CPUs it
+     * may run on (affinity and cpuset chaos only narrow that set). */
     run.mm_cid_bound = cfg->threads + count_threads() + 8;
-    if (run.mm_cid_bound > run.nr_cpus)
-        run.mm_cid_bound = run.nr_cpus;
+    {
+        cpu_set_t allowed;
+        uint32_t n = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
+                         ? (uint32_t)CPU_COUNT(&allowed)
+                         : run.nr_cpus;
+        if (n < run.nr_cpus)
+            run.nr_cpus_allowed = n;
+        else
+            run.nr_cpus_allowed = run.nr_cpus;
+    }
+    if (run.mm_cid_bound > run.nr_cpus_allowed)
+        run.mm_cid_bound = run.nr_cpus_allowed;
     res->threads = cfg->threads;
     prseq_workloads_set_cs_delay(cfg->cs_delay);
 
@@ -462,6 +479,7 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
         struct prseq_slot *s = &run.slots[i];
         s->run = &run;
         s->t.index = i;
+        s->last_cpu = UINT32_MAX;
         s->budget = cfg->slot_budgets ? cfg->slot_budgets[i]
                     : cfg->ops_per_thread ? cfg->ops_per_thread
                                           : UINT64_MAX;

@@ -20,6 +20,7 @@ struct prseq_slot {
     uint64_t ops;              /* ops done over every thread of this slot */
     uint64_t aborts;
     uint64_t migrations;
+    uint32_t last_cpu;         /* CPU the slot's last thread was last seen on */
     uint64_t lifetime_ns;      /* churn: how long the current thread lives */
     void *timer;               /* chaos.c: the thread's POSIX timer (signal storm) */
     uint64_t timer_born;       /* when that timer started */
@@ -41,7 +42,9 @@ struct prseq_run {
     uint64_t invariant_samples;
     uint64_t invariant_violations;
     uint64_t first_violation[4];
-    uint64_t mask_gen;         /* odd while an injector changes CPU masks (seqlock) */
+    uint64_t mask_gen;         /* moves at the start and end of every mask change */
+    uint32_t mask_busy;        /* mask changes in flight */
+    uint32_t nr_cpus_allowed;  /* CPUs in the process's mask when the run began */
     uint32_t mm_cid_bound;     /* mm_cid must stay below this */
     int node_id_usable;        /* the area's node_id field is filled by the kernel */
     int16_t *cpu_node;         /* NUMA node of each possible CPU (-1 unknown) */

@@ -68,6 +68,7 @@ struct prseq_config {
     const char *cpuset_tasks;     /* file that takes worker TIDs (tasks or cgroup.threads) */
     const char *cpuset_choices;   /* ';'-separated cpu lists to cycle through */
     const char *hotplug_cpus;     /* ','-separated CPU ids the hotplug injector may offline */
+    const char *hotplug_root;     /* NULL = /sys/devices/system/cpu (tests pass a fake tree) */
 };
 
 struct prseq_result {
@@ -85,6 +86,9 @@ struct prseq_result {
     uint64_t signals_delivered;
     uint64_t affinity_changes;
     uint64_t cpuset_shifts;
+    uint64_t cpuset_errors;       /* cpuset.cpus writes the kernel refused */
+    int cpuset_errno;             /* errno of the last refused write */
+    char cpuset_last[64];         /* the last cpu list written successfully */
     uint64_t threads_started;
     uint64_t forks;
     uint64_t fork_errors;

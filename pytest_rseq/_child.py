@@ -34,6 +34,8 @@ _RESULT_COUNTERS = (
     "signals_delivered",
     "affinity_changes",
     "cpuset_shifts",
+    "cpuset_errors",
+    "cpuset_errno",
     "threads_started",
     "forks",
     "fork_errors",
@@ -82,6 +84,7 @@ def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
     data["slot_ops"] = [int(v) for v in res.slot_ops[0 : res.threads]]
     data["per_cpu"] = [int(v) for v in res.shards[0 : res.nr_shards]]
     data["first_violation"] = [int(v) for v in res.first_violation]
+    data["cpuset_last"] = ffi.string(res.cpuset_last).decode(errors="replace")
     return data
 
 
@@ -138,6 +141,10 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
         text = ffi.new("char[]", ",".join(str(c) for c in spec["hotplug_cpus"]).encode())
         keep.append(text)
         cfg.hotplug_cpus = text
+    if spec.get("hotplug_root"):
+        root = ffi.new("char[]", str(spec["hotplug_root"]).encode())
+        keep.append(root)
+        cfg.hotplug_root = root
     keep.append(cfg)
     return cfg
 

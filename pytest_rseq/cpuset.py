@@ -185,7 +185,8 @@ def create_group(cpus: list[int], host: CpusetHost | None = None) -> CpusetGroup
         CapabilityMissing: cpusets are not writable here, or fewer than 2 CPUs.
     """
     host = host or find_host()
-    usable_cpus = _read(host.base / "cpuset.effective_cpus") or _read(host.base / "cpuset.cpus")
+    effective = "cpuset.effective_cpus" if host.version == 1 else "cpuset.cpus.effective"
+    usable_cpus = _read(host.base / effective) or _read(host.base / "cpuset.cpus")
     usable = sorted(set(cpus) & set(parse_cpu_list(usable_cpus))) if usable_cpus else sorted(cpus)
     choices = cpu_choices(usable)
     path = host.base / group_name()

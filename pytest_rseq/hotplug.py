@@ -11,6 +11,7 @@ at the next start. CPU 0 is never touched. Root only; off unless asked for
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -105,11 +106,27 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def guard(cpus: list[int], sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR) -> Iterator[Path]:
-    """Record the state of ``cpus`` before the block and restore it after, whatever happens."""
-    restore_stale(sysfs, state_dir)
-    path = record(cpus, sysfs, state_dir)
-    try:
-        yield path
-    finally:
-        restore(path, sysfs)
+def guard(
+    cpus: list[int], sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR
+) -> Iterator[list[int]]:
+    """Record the state of ``cpus`` before the block and restore it after, whatever happens.
+
+    Yields the CPUs of ``cpus`` that are online under the lock: the only
+    ones the run may take offline.
+
+    One hotplug run at a time per machine (a lock in ``state_dir``): a second
+    run would otherwise record a CPU the first one took offline as "offline"
+    and leave it so.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "hotplug.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        restore_stale(sysfs, state_dir)
+        online = [c for c in cpus if (sysfs / f"cpu{c}" / "online").read_text().strip() == "1"]
+        if not online:
+            raise CapabilityMissing(f"CPU hotplug: none of CPUs {cpus} is online any more")
+        path = record(online, sysfs, state_dir)
+        try:
+            yield online
+        finally:
+            restore(path, sysfs)

@@ -7,6 +7,7 @@ invariant broke, and the registration mode did what it promised.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from .result import StressResult
@@ -15,7 +16,7 @@ VIOLATIONS = {
     1: "cpu_id_start != cpu_id outside a critical section",
     2: "getcpu() (the syscall) != cpu_id",
     3: "cpu_id is not a possible CPU",
-    4: "mm_cid is not below min(possible CPUs, threads of the process)",
+    4: "mm_cid is not below min(allowed CPUs, threads of the process)",
     5: "cpu_id is outside the thread's settled affinity mask",
     6: "node_id is not the NUMA node of cpu_id",
 }
@@ -42,6 +43,11 @@ def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -
     reasons = []
     for rate, (counter, what) in _EFFECTS.items():
         if chaos.get(rate, 0) > 0 and not run.get(counter, 0):
+            if rate == "cpuset_hz" and run.get("cpuset_errors"):
+                what += (
+                    f" ({run['cpuset_errors']} refused, last errno "
+                    f"{errno.errorcode.get(run.get('cpuset_errno', 0), run.get('cpuset_errno'))})"
+                )
             reasons.append(f"not evidence: {rate}={chaos[rate]:g} requested but {what}")
     if chaos.get("churn_hz", 0) > 0 and run.get("threads_started", 0) <= threads:
         reasons.append(
@@ -50,7 +56,14 @@ def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -
         )
     moving = [r for r in ("affinity_hz", "cpuset_hz") if chaos.get(r, 0) > 0]
     if moving and not run.get("migrations", 0):
-        reasons.append(f"not evidence: {', '.join(moving)} requested but no worker migrated")
+        text = f"not evidence: {', '.join(moving)} requested but no worker migrated"
+        if chaos.get("cpuset_hz", 0) > 0:
+            text += (
+                f" (cpuset.cpus: {run.get('cpuset_shifts', 0)} writes, "
+                f"{run.get('cpuset_errors', 0)} refused, last errno {run.get('cpuset_errno', 0)}, "
+                f"last list {run.get('cpuset_last')!r})"
+            )
+        reasons.append(text)
     if run.get("path") == "rseq" and not run.get("aborts", 0):
         if chaos.get("signals_hz", 0) > 0 and chaos.get("cs_delay", 0) > 0:
             reasons.append("not evidence: a signal storm with cs_delay aborted no critical section")
@@ -64,11 +77,14 @@ def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -
 def repro_line(spec: dict[str, Any]) -> str:
     """Return a shell command that repeats the run with the same seed."""
     wl = spec["workload"]
-    target = (
-        f"Workload.from_library({wl['library']!r}, {wl['symbol']!r})"
-        if wl["library"]
-        else repr(wl["name"])
-    )
+    target = repr(wl["name"])
+    if wl["library"]:
+        options = [repr(wl["library"]), repr(wl["symbol"])]
+        if wl.get("preload") is not None:
+            options.append(f"preload={wl['preload']!r}")
+        if wl.get("registers_itself"):
+            options.append("registers_itself=True")
+        target = f"Workload.from_library({', '.join(options)})"
     chaos = ", ".join(
         f"{k}={v!r}" for k, v in spec["chaos"].items() if v != {"oversubscribe": 1.0}.get(k, 0)
     )
@@ -176,6 +192,7 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         "signals_sent": main.get("signals_sent", 0),
         "timer_signals": main.get("timer_signals", 0),
         "fork_errors": main.get("fork_errors", 0),
+        "cpuset_errors": main.get("cpuset_errors", 0),
         "hotplug_events": main.get("hotplug_events", 0),
         "first_violation": main.get("first_violation", [0, 0, 0, 0]),
     }

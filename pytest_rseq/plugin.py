@@ -1,70 +1,177 @@
-"""The pytest plugin: the ``rseq_stress`` and ``rseq_capabilities`` fixtures and the marker.
+"""The pytest plugin: fixtures, the ``rseq`` marker and options, metrics, summary and JSON.
+
+How it works, in a few lines:
+
+* ``pytest_configure`` validates the ``--rseq-*`` options (``options.py``) and
+  picks the session seed on the controller; xdist workers get it through
+  ``workerinput`` (``xdist_hooks.py``).
+* The ``rseq_stress`` fixture (``fixtures.py``) merges its defaults (options, then the marker,
+  then the call), derives each run's seed from the session seed and the node
+  id (``seeds.py``), runs it, and keeps one JSON-safe row per run.
+* The rows ride on the test report as ``report.rseq_runs``, so they cross
+  xdist like any report attribute and survive a worker that dies later; a
+  failed test also gets an ``rseq`` section with the seed and the command
+  that repeats it alone.
+* The controller collects the rows from ``pytest_runtest_logreport`` and
+  prints one ``rseq`` summary; ``--rseq-json`` writes them (``session.py``,
+  rendering in ``report.py``).
 
 Loading this module imports nothing native: the compiled core is loaded on
-the first run, so a host without it still runs pytest.
+the first run (or for the header's fingerprint), so a host without it still
+runs pytest.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .result import StressResult
+from . import options, report, seeds
+from .fixtures import rseq_capabilities, rseq_stress, run_keywords
+from .session import MARKER_PROBLEM, ROWS, ROWS_SENT, STATE, Collector, State
+
+__all__ = ["rseq_capabilities", "rseq_stress"]  # fixtures, found by pytest on this plugin
 
 MARKER_HELP = (
     "rseq(**kwargs): defaults for the rseq_stress fixture; the keywords are those "
-    "of pytest_rseq.run (threads, ops_per_thread, duration, chaos, path, "
+    "of pytest_rseq.run (workload, threads, ops_per_thread, duration, chaos, path, "
     "registration, isolate, seed)"
 )
 
 
-def _run_keywords() -> set[str]:
-    from .runner import run
+def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """Why an ``@pytest.mark.rseq(...)`` is invalid, or None when it is fine."""
+    from .runner import build_spec
 
-    return {n for n, p in inspect.signature(run).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    allowed = run_keywords()
+    if args:
+        return f"takes keyword arguments only ({', '.join(allowed)}); got positional {args!r}"
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        return f"unknown keyword(s) {', '.join(unknown)}; run() takes {', '.join(allowed)}"
+    if not isinstance(kwargs.get("isolate", True), bool):
+        return f"isolate must be True or False, got {kwargs['isolate']!r}"
+    try:
+        build_spec(
+            kwargs.get("workload", "counter"),
+            threads=kwargs.get("threads"),
+            ops_per_thread=kwargs.get("ops_per_thread"),
+            duration=kwargs.get("duration", 1.0),
+            chaos=kwargs.get("chaos"),
+            path=kwargs.get("path", "rseq"),
+            registration=kwargs.get("registration", "auto"),
+            seed=kwargs.get("seed", 0),
+        )
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the ``rseq`` option group (see ``pytest_rseq.options``)."""
+    options.add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``rseq`` marker."""
+    """Register the marker, validate the options, pick the seed, hook into xdist."""
     config.addinivalue_line("markers", MARKER_HELP)
+    settings = options.read_settings(config)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and seeds.WORKERINPUT_KEY in workerinput:
+        seed = int(workerinput[seeds.WORKERINPUT_KEY])
+        worker = str(workerinput.get("workerid", "worker"))
+    else:
+        seed = seeds.session_seed(config, settings.seed, settings.seed_last)
+        worker = "main"
+    json_path = Path(config.invocation_params.dir, settings.json) if settings.json else None
+    state = State(settings=settings, seed=seed, worker=worker, json_path=json_path)
+    config.stash[STATE] = state
+    config.pluginmanager.register(Collector(config, state), "rseq-collector")
+    if config.pluginmanager.hasplugin("xdist"):
+        from .xdist_hooks import XdistHooks
+
+        config.pluginmanager.register(XdistHooks(seed), "rseq-xdist")
 
 
-@pytest.fixture
-def rseq_capabilities() -> dict[str, Any]:
-    """The machine's rseq fingerprint (see ``pytest_rseq.capabilities``)."""
-    from .capabilities import capabilities
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The fingerprint in two lines and the flags that repeat the run's seeds."""
+    state = config.stash[STATE]
+    lines = [f"rseq: {line}" for line in report.fingerprint_lines(report.host_fingerprint())]
+    flags = " ".join(options.as_flags(state.settings, state.seed))
+    lines.append(f"rseq: repeat with {flags}")
+    return lines
 
-    return capabilities()
 
-
-@pytest.fixture
-def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
-    """A callable with ``pytest_rseq.run``'s signature, defaulted from ``@pytest.mark.rseq``.
-
-    A run the machine cannot do (``CapabilityMissing``) skips the test with
-    the reason.
-    """
-    from .errors import CapabilityMissing
-    from .runner import run
-
-    defaults: dict[str, Any] = {}
-    allowed = _run_keywords()
-    for mark in reversed(list(request.node.iter_markers("rseq"))):
-        unknown = sorted(set(mark.kwargs) - allowed)
-        if unknown or mark.args:
-            raise pytest.UsageError(
-                f"@pytest.mark.rseq takes keywords of run() only "
-                f"({', '.join(sorted(allowed))}); got {unknown or mark.args}"
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Check every ``@pytest.mark.rseq`` against ``run()``'s signature and value checks."""
+    for item in items:
+        problems = [
+            why for mark in item.iter_markers("rseq") if (why := check_marker(*_args(mark)))
+        ]
+        if problems:
+            item.stash[MARKER_PROBLEM] = f"@pytest.mark.rseq on {item.nodeid}: " + "; ".join(
+                problems
             )
-        defaults.update(mark.kwargs)
 
-    def stress(workload: Any = "counter", **kwargs: Any) -> StressResult:
-        try:
-            return run(workload, **{**defaults, **kwargs})
-        except CapabilityMissing as exc:
-            pytest.skip(f"rseq capability missing: {exc}")
 
-    return stress
+def _args(mark: pytest.Mark) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
+    return mark.args, mark.kwargs
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Error a test whose ``rseq`` marker is invalid (the same with and without xdist)."""
+    problem = item.stash.get(MARKER_PROBLEM, None)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+def repro_command(config: pytest.Config, nodeid: str) -> str:
+    """A shell command that repeats the test ``nodeid`` alone with this run's seeds."""
+    state = config.stash[STATE]
+    flags = options.as_flags(state.settings, state.seed)
+    cmd = shlex.join(["python", "-m", "pytest", nodeid, *flags])
+    rootdir = Path(config.rootpath)
+    if Path(config.invocation_params.dir) != rootdir:
+        cmd = f"cd {shlex.quote(str(rootdir))} && {cmd}"
+    return cmd
+
+
+def _with_outcome(row: dict[str, Any], rep: pytest.TestReport) -> dict[str, Any]:
+    """The row with the test's outcome; a failed run in a passing test was expected: caught."""
+    row = {**row, "outcome": rep.outcome}
+    if row["verdict"] == "FAIL" and rep.passed:
+        row["verdict"] = "caught"
+    return row
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the phase's stress rows to the report; add the repro section to a failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    rows = item.stash.get(ROWS, [])
+    sent = item.stash.get(ROWS_SENT, 0)
+    if len(rows) > sent:
+        fp = report.host_fingerprint()
+        rep.rseq_runs = [_with_outcome(row, rep) for row in rows[sent:]]
+        rep.rseq_host = {"id": report.host_id(fp), "fingerprint": fp}
+        item.stash[ROWS_SENT] = len(rows)
+    if rep.failed and rows:
+        state = item.config.stash[STATE]
+        text = "\n".join(
+            [
+                f"session seed {state.seed}; this test's run seeds: "
+                + ", ".join(str(r["seed"]) for r in rows),
+                "repeat this test alone:",
+                f"  {repro_command(item.config, item.nodeid)}",
+            ]
+        )
+        if hasattr(rep.longrepr, "addsection"):
+            rep.longrepr.addsection("rseq", text)
+        else:
+            rep.sections.append(("rseq", text))

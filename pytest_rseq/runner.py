@@ -7,7 +7,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cpuset, hotplug
+from . import cpuset, hotplug, perf
 from .chaos import Chaos
 from .errors import CapabilityMissing, WorkloadError
 from .result import StressResult
@@ -143,7 +142,7 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     limit = spec["duration"] * (32 if spec["path"] == "both" else 1) + CHILD_GRACE_S
     with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
         spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
-        perf_prefix, perf_out = perf_wrapper(tmp)
+        perf_prefix, perf_out = perf.perf_wrapper(tmp)
         proc = subprocess.Popen(
             perf_prefix + _child_argv(spec["registration"]),
             stdin=subprocess.PIPE,
@@ -172,58 +171,16 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
                 raw: dict[str, Any] = json.load(fh)
         except (OSError, ValueError):
             raw = {"runs": {}}
-        raw["perf"] = read_perf(perf_out)
+        raw["perf"] = perf.read_perf(perf_out)
     raw["stderr"] = stderr
     raw["returncode"] = proc.returncode
     if proc.returncode < 0:
         raw["crash"] = signal.Signals(-proc.returncode).name
+    elif raw["perf"].get("available") and not raw["runs"] and perf.perf_crash(stderr):
+        raw["crash"] = perf.perf_crash(stderr)
     elif proc.returncode != 0 and not raw["runs"]:
         raw["error"] = f"the child exited with status {proc.returncode}: {stderr.strip()[-500:]}"
     return raw
-
-
-PERF_EVENT = "rseq:rseq_ip_fixup"
-PERF_ENV = "PYTEST_RSEQ_PERF"
-
-
-def perf_status() -> dict[str, Any]:
-    """Whether the ``rseq:rseq_ip_fixup`` cross-check can run, and why not.
-
-    It runs only when asked (``PYTEST_RSEQ_PERF=1``), ``perf`` is installed and
-    the tracepoint is visible in tracefs.
-    """
-    from .capabilities import perf_tracepoints
-
-    if not perf_tracepoints():
-        return {"available": False, "reason": f"no {PERF_EVENT} tracepoint in tracefs"}
-    if not shutil.which("perf"):
-        return {"available": False, "reason": "perf is not installed"}
-    if os.environ.get(PERF_ENV) != "1":
-        return {"available": False, "reason": f"not requested ({PERF_ENV}=1 turns it on)"}
-    return {"available": True, "reason": None}
-
-
-def perf_wrapper(tmp: str) -> tuple[list[str], str | None]:
-    """The argv prefix that counts the child's rseq aborts with perf, and its output file."""
-    if not perf_status()["available"]:
-        return [], None
-    out = os.path.join(tmp, "perf.csv")
-    return ["perf", "stat", "-x,", "-e", PERF_EVENT, "-o", out, "--"], out
-
-
-def read_perf(path: str | None) -> dict[str, Any]:
-    """Parse ``perf stat -x,`` output into ``{"available", "fixups" | "reason"}``."""
-    if path is None:
-        return perf_status()
-    try:
-        with open(path) as fh:
-            for line in fh:
-                fields = line.strip().split(",")
-                if len(fields) > 2 and fields[2] == PERF_EVENT and fields[0].isdigit():
-                    return {"available": True, "fixups": int(fields[0])}
-    except OSError as exc:
-        return {"available": False, "reason": f"perf wrote no output: {exc}"}
-    return {"available": False, "reason": "perf output has no rseq_ip_fixup count"}
 
 
 @contextlib.contextmanager
@@ -251,8 +208,7 @@ def machine_changes(spec: dict[str, Any]) -> Iterator[list[str]]:
             stack.callback(remove)
         if chaos["hotplug_hz"] > 0:
             cpus = hotplug.check(set(os.sched_getaffinity(0)))
-            stack.enter_context(hotplug.guard(cpus))
-            spec["hotplug_cpus"] = cpus
+            spec["hotplug_cpus"] = stack.enter_context(hotplug.guard(cpus))
         yield problems
 
 

@@ -194,6 +194,28 @@ def test_v2_group_layout_on_a_fake_tree(tmp_path: Path) -> None:
     assert "0,2" in group.choices  # sparse list where CPUs allow
 
 
+def _v2_without_cpuset() -> Path | None:
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if parts[2] == "cgroup2":
+            root = Path(parts[1])
+            if "cpuset" not in (root / "cgroup.controllers").read_text().split():
+                return root
+    return None
+
+
+def test_v2_setup_failure_on_a_real_tree_leaves_no_group() -> None:
+    """On a real v2 hierarchy without the cpuset controller, ``+cpuset`` is refused:
+    the group made for the run must be gone and the reason clear."""
+    root = _v2_without_cpuset()
+    if root is None or not os.access(root, os.W_OK):
+        pytest.skip("needs a writable cgroup v2 hierarchy without the cpuset controller")
+    before = sorted(root.glob(f"{cpuset.PREFIX}*"))
+    with pytest.raises(CapabilityMissing, match=r"setting up .* failed"):
+        cpuset.create_group([0, 1], cpuset.CpusetHost(2, root))
+    assert sorted(root.glob(f"{cpuset.PREFIX}*")) == before
+
+
 def test_cpu_choices() -> None:
     assert cpuset.cpu_choices([0, 1]) == ("0", "1", "0,1")
     assert cpuset.cpu_choices([0, 2, 5]) == ("0", "2", "5", "0,5", "0,2,5")
@@ -218,11 +240,25 @@ def test_hotplug_guard_restores_after_an_exception(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "1", 2: "1"})
     state = tmp_path / "state"
     assert hotplug.hotpluggable({0, 1, 2}, sysfs) == [1, 2]
-    with pytest.raises(RuntimeError), hotplug.guard([1, 2], sysfs, state):
+    with pytest.raises(RuntimeError), hotplug.guard([1, 2], sysfs, state) as online:
+        assert online == [1, 2]
+        assert len(list(state.glob("hotplug-*.json"))) == 1  # recorded before any change
         (sysfs / "cpu2" / "online").write_text("0")
         raise RuntimeError("the run crashed")
     assert (sysfs / "cpu2" / "online").read_text().strip() == "1"
-    assert list(state.iterdir()) == []
+    assert list(state.glob("hotplug-*.json")) == []
+
+
+def test_hotplug_guard_skips_cpus_already_offline(tmp_path: Path) -> None:
+    """A CPU another run holds offline is neither taken nor "restored" to offline."""
+    sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "0", 2: "1"})
+    with hotplug.guard([1, 2], sysfs, tmp_path / "state") as online:
+        assert online == [2]
+    with (
+        pytest.raises(CapabilityMissing, match="none of CPUs"),
+        hotplug.guard([1], sysfs, tmp_path / "state"),
+    ):
+        pass
 
 
 def test_hotplug_state_of_a_dead_owner_is_restored_at_next_start(tmp_path: Path) -> None:
@@ -252,3 +288,94 @@ def test_real_hotplug_run_restores_every_cpu() -> None:
     assert result.details["hotplug_events"] > 0
     assert Path("/sys/devices/system/cpu/online").read_text() == online
     assert os.sched_getaffinity(0) == affinity
+
+
+def test_native_hotplug_injector_on_a_fake_tree(tmp_path: Path) -> None:
+    """The native injector alternates offline/online and brings its CPU back at teardown.
+
+    Runs against a fake ``cpuN/online`` tree, so the real CPUs stay untouched.
+    """
+    from pytest_rseq.runner import build_spec, run_in_process
+
+    sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "1"})
+    spec = build_spec(
+        "counter",
+        threads=2,
+        ops_per_thread=None,
+        duration=0.3,
+        chaos=Chaos(hotplug_hz=10),
+        path="rseq",
+        registration="auto",
+        seed=3,
+    )
+    spec.update(hotplug_cpus=[1], hotplug_root=str(sysfs))
+    raw = run_in_process(spec)["runs"]["rseq"]
+    assert raw["error"] is None
+    assert raw["hotplug_events"] >= 2  # at least one offline and the online after it
+    assert raw["hotplug_events"] % 2 == 0  # every offline was undone
+    assert (sysfs / "cpu1" / "online").read_text().strip() == "1"
+
+
+def test_native_hotplug_refuses_cpu0(tmp_path: Path) -> None:
+    from pytest_rseq.runner import build_spec, run_in_process
+
+    spec = build_spec(
+        "counter",
+        threads=1,
+        ops_per_thread=None,
+        duration=0.1,
+        chaos=Chaos(hotplug_hz=10),
+        path="rseq",
+        registration="auto",
+        seed=3,
+    )
+    spec.update(hotplug_cpus=[0], hotplug_root=str(tmp_path))
+    raw = run_in_process(spec)["runs"]["rseq"]
+    assert "hotplug injector setup" in raw["error"]
+
+
+def test_perf_status_and_crash_parsing() -> None:
+    from pytest_rseq.perf import perf_crash, perf_status, read_perf
+
+    status = perf_status()
+    assert set(status) == {"available", "reason"}
+    if not status["available"]:
+        assert status["reason"]
+        assert read_perf(None) == status
+    # perf stat exits 0 when its workload dies; the crash is in its message.
+    assert perf_crash("python3: Segmentation fault\n") == "SIGSEGV"
+    assert perf_crash("python3: Aborted\n") == "SIGABRT"
+    assert perf_crash("all fine\n") is None
+
+
+def test_perf_csv_parsing(tmp_path: Path) -> None:
+    from pytest_rseq.perf import read_perf
+
+    out = tmp_path / "perf.csv"
+    out.write_text("# started on today\n\n7700,,rseq:rseq_ip_fixup,1000,100.00,,\n")
+    assert read_perf(str(out)) == {"available": True, "fixups": 7700}
+    out.write_text("<not supported>,,rseq:rseq_ip_fixup,0,100.00,,\n")
+    assert read_perf(str(out))["available"] is False
+
+
+def test_perf_wrapper_end_to_end_with_a_stand_in_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracepoint is missing here: drive the same wrapper with ``context-switches``."""
+    import shutil
+
+    from pytest_rseq import perf
+
+    if not shutil.which("perf"):
+        pytest.skip("perf is not installed")
+    monkeypatch.setattr(perf, "PERF_EVENT", "context-switches")
+    monkeypatch.setattr(perf, "perf_status", lambda: {"available": True, "reason": None})
+    probe = subprocess.run(
+        ["perf", "stat", "-x,", "-e", "context-switches", "--", "true"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"perf stat cannot count here: {probe.stderr.decode()[-200:]}")
+    ok = run("counter", threads=2, duration=0.3)
+    ok.assert_consistent()
+    assert ok.details["perf"]["available"] is True
+    assert ok.details["perf"]["difference"] == ok.details["perf"]["fixups"] - ok.aborts
+    crashed = run("canary_bad_signature", threads=2, duration=0.5, chaos=Chaos(signals_hz=2000))
+    assert crashed.crash == "SIGSEGV"

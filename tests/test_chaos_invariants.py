@@ -55,7 +55,7 @@ def test_detector_catches_its_canary(canary: str, kind: int) -> None:
     ids=["none", "affinity+signals", "default"],
 )
 def test_correct_workloads_break_no_invariant_under_chaos(workload: str, chaos: Chaos) -> None:
-    result = run(workload, threads=3, duration=0.3, chaos=chaos)
+    result = run(workload, threads=3, duration=0.5, chaos=chaos)
     result.assert_consistent()
     assert result.details["invariant_samples"] > 0
     assert result.invariant_violations == 0
@@ -64,6 +64,6 @@ def test_correct_workloads_break_no_invariant_under_chaos(workload: str, chaos: 
 def test_cpuset_shifts_break_no_invariant() -> None:
     if not CAPS["cpuset_writable"]:
         pytest.skip(str(CAPS["cpuset_reason"]))
-    result = run("counter", threads=3, duration=0.3, chaos=Chaos(cpuset_hz=1000))
+    result = run("counter", threads=3, duration=0.5, chaos=Chaos(cpuset_hz=1000))
     result.assert_consistent()
     assert result.invariant_violations == 0

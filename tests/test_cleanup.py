@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,66 +22,19 @@ from pytest_rseq.result import StressResult
 CPUSETS = pytest.mark.skipif(
     not cgroup_info()["cpuset_writable"], reason=str(cgroup_info()["cpuset_reason"])
 )
-CGROUP_ROOTS = [Path("/sys/fs/cgroup")]
+Snapshot = Callable[[], dict[str, Any]]
 
 
-def leftover_groups() -> list[Path]:
-    """Every folder with the plugin's prefix under the cgroup roots (any depth up to 4)."""
-    found = []
-    for root in CGROUP_ROOTS:
-        for dirpath, dirnames, _ in os.walk(root):
-            depth = len(Path(dirpath).relative_to(root).parts)
-            found += [
-                Path(dirpath, d) for d in dirnames if d.startswith(f"{cpuset.PREFIX}{os.getpid()}-")
-            ]
-            if depth >= 3:
-                dirnames[:] = []
-    return found
-
-
-def _status_masks() -> dict[str, str]:
-    masks = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("SigCgt", "SigIgn", "SigBlk", "Cpus_allowed_list"):
-            masks[key] = value.strip()
-    return masks
-
-
-def _warm_up_threads() -> None:
-    # The first thread this interpreter starts makes CPython/glibc install a
-    # handler for signal 33 (not us); start one before any snapshot.
-    worker = threading.Thread(target=lambda: None)
-    worker.start()
-    worker.join()
-
-
-def snapshot() -> dict[str, Any]:
-    """The pytest process's state that runs must not change."""
-    _warm_up_threads()
-    return {
-        "affinity": sorted(os.sched_getaffinity(0)),
-        "signals": _status_masks(),
-        "python_handlers": {
-            s.name: signal.getsignal(s)
-            for s in signal.valid_signals()
-            if isinstance(s, signal.Signals)
-        },
-        "children": sorted(p.pid for p in psutil.Process().children(recursive=True)),
-        "groups": leftover_groups(),
-    }
-
-
-def test_runs_leave_the_pytest_process_as_they_found_it() -> None:
+def test_runs_leave_the_pytest_process_as_they_found_it(snapshot: Snapshot) -> None:
     before = snapshot()
     everything = Chaos(
         signals_hz=2000, affinity_hz=500, churn_hz=100, fork_hz=50, membarrier_hz=2000, cs_delay=50
     )
     # In-process: the handler, masks and fork children are in this very process.
-    run("counter", threads=2, duration=0.3, chaos=everything, isolate=False).assert_consistent()
-    run("counter", threads=2, duration=0.3, chaos=everything).assert_consistent()
+    run("counter", threads=2, duration=0.5, chaos=everything, isolate=False).assert_consistent()
+    run("counter", threads=2, duration=0.5, chaos=everything).assert_consistent()
     if cgroup_info()["cpuset_writable"]:
-        run("counter", threads=2, duration=0.3, chaos=Chaos(cpuset_hz=300)).assert_consistent()
+        run("counter", threads=2, duration=0.5, chaos=Chaos(cpuset_hz=1000)).assert_consistent()
     run("canary_bad_signature", threads=2, duration=0.3, chaos=Chaos(signals_hz=2000))
     assert snapshot() == before
 
@@ -114,7 +68,7 @@ def _kill_child_mid_shift() -> int:
 
 
 @CPUSETS
-def test_sigkill_mid_cpuset_shift_leaves_nothing() -> None:
+def test_sigkill_mid_cpuset_shift_leaves_nothing(snapshot: Snapshot) -> None:
     before = snapshot()
     box: dict[str, StressResult] = {}
 
@@ -130,7 +84,7 @@ def test_sigkill_mid_cpuset_shift_leaves_nothing() -> None:
     assert result.crash == "SIGKILL"
     assert not result.ok
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert leftover_groups() == []
+    assert snapshot()["groups"] == []
     assert snapshot() == before
 
 

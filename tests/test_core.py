@@ -137,3 +137,29 @@ def test_get_include_holds_the_header() -> None:
         text = fh.read()
     assert "#define PRSEQ_ABI_VERSION 1" in text
     assert "struct prseq_workload" in text
+
+
+def test_repro_line_keeps_library_options() -> None:
+    from pytest_rseq.oracle import repro_line
+    from pytest_rseq.runner import build_spec
+
+    spec = build_spec(
+        "counter",
+        threads=2,
+        ops_per_thread=None,
+        duration=0.1,
+        chaos=None,
+        path="rseq",
+        registration="own",
+        seed=7,
+    )
+    spec["workload"] = {
+        "name": "lib.so:w",
+        "library": "/x/lib.so",
+        "symbol": "w",
+        "preload": True,
+        "registers_itself": True,
+    }
+    line = repro_line(spec)
+    assert "Workload.from_library('/x/lib.so', 'w', preload=True, registers_itself=True)" in line
+    assert "registration='own'" in line and "seed=7" in line

@@ -1,0 +1,115 @@
+"""The ``rseq_stress`` and ``rseq_capabilities`` fixtures (and the live progress line).
+
+Importing this module loads nothing native: the core is loaded on the first run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from . import options, report, seeds
+from .result import StressResult
+from .session import ROWS, STATE, is_worker
+
+
+def run_keywords() -> list[str]:
+    """The keyword arguments of :func:`pytest_rseq.run`, the marker's allow-list."""
+    import inspect
+
+    from .runner import run
+
+    return list(inspect.signature(run).parameters)
+
+
+@pytest.fixture
+def rseq_capabilities() -> dict[str, Any]:
+    """The machine's rseq fingerprint (see ``pytest_rseq.capabilities``)."""
+    from .capabilities import capabilities
+
+    return capabilities()
+
+
+def _live_emitter(config: pytest.Config) -> tuple[Callable[[str, bool], None], bool] | None:
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if tr is None or capman is None or is_worker(config):
+        return None
+
+    def emit(text: str, rewrite: bool) -> None:
+        with capman.global_and_fixture_disabled():
+            if rewrite:
+                tr.rewrite(text, erase=True)
+            else:
+                tr.write_line(text)
+
+    return emit, bool(getattr(tr, "isatty", False))
+
+
+def _run_with_progress(
+    config: pytest.Config, workload: Any, kwargs: dict[str, Any]
+) -> StressResult:
+    from .progress import LIVE_AFTER_S, LiveLine
+    from .runner import run
+
+    duration = float(kwargs.get("duration", 1.0))
+    factor = 2 if kwargs.get("path") == "both" else 1
+    emitter = _live_emitter(config) if duration * factor >= LIVE_AFTER_S else None
+    if emitter is None:
+        return run(workload, **kwargs)
+    label = f"{getattr(workload, 'name', workload)} {kwargs.get('path', 'rseq')}"
+    with LiveLine(emitter[0], label, duration * factor, tty=emitter[1]):
+        return run(workload, **kwargs)
+
+
+@pytest.fixture
+def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
+    """A callable with ``pytest_rseq.run``'s signature, defaulted from options and the marker.
+
+    Defaults, weakest first: the ``--rseq-*`` options (and ``rseq_*`` ini keys),
+    ``@pytest.mark.rseq(...)`` (closest marker wins), the call's own keywords.
+    A run without an explicit seed gets one derived from the session seed and
+    the node id. A run the machine cannot do (``CapabilityMissing``) skips the
+    test with the reason.
+    """
+    from .errors import CapabilityMissing
+
+    config = request.config
+    state = config.stash[STATE]
+    item = request.node
+    marker: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers("rseq"))):
+        marker.update(mark.kwargs)
+    rows = item.stash.setdefault(ROWS, [])
+
+    def stress(workload: Any = None, **kwargs: Any) -> StressResult:
+        unknown = sorted(set(kwargs) - set(run_keywords()))
+        if unknown:
+            raise TypeError(f"rseq_stress() got unexpected keyword(s) {', '.join(unknown)}")
+        merged = {**state.settings.run_defaults(), **marker, **kwargs}
+        target = workload if workload is not None else merged.pop("workload", "counter")
+        merged.pop("workload", None)
+        index = len(rows)
+        if merged.get("seed") is None:
+            merged["seed"] = seeds.derive(state.seed, item.nodeid, index)
+        if state.settings.smoke:
+            merged["duration"] = min(float(merged.get("duration", 1.0)), options.SMOKE_DURATION_S)
+        chaos = merged.get("chaos")
+        hotplug = chaos is not None and getattr(chaos, "hotplug_hz", 0) > 0
+        if hotplug and not state.settings.allow_hotplug:
+            pytest.skip("CPU hotplug chaos (hotplug_hz > 0) needs --rseq-allow-hotplug")
+        try:
+            result = _run_with_progress(config, target, merged)
+        except CapabilityMissing as exc:
+            pytest.skip(f"rseq capability missing: {exc}")
+        fp = report.host_fingerprint()
+        rows.append(
+            report.make_row(
+                result, test=item.nodeid, index=index, worker=state.worker, host=report.host_id(fp)
+            )
+        )
+        return result
+
+    return stress

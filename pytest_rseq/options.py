@@ -1,0 +1,243 @@
+"""The ``rseq`` option group: flags ``--rseq-...``, ini keys ``rseq_...``, one settings record.
+
+Every value is validated when pytest starts; a bad one is a usage error that
+names the option (or ini key) and the value. A command-line flag wins over
+the ini key of the same name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import pytest
+
+from .chaos import Chaos
+from .runner import MAX_DURATION_S, MAX_THREADS, PATHS, REGISTRATIONS
+
+GROUP = "rseq"
+SMOKE_DURATION_S = 0.1
+"""Deadline of every stress run under ``--rseq-smoke``."""
+CHAOS_PRESETS = ("none", "default")
+
+HELP_SEED = "seed of every stress run: N, or 'last' to repeat the previous run's seed"
+HELP_DURATION = "default duration of a stress run in seconds (run() default: 1.0)"
+HELP_THREADS = "default worker threads of a stress run (default: oversubscribe x CPUs)"
+HELP_CHAOS = (
+    "default chaos: a preset (none, default) and/or NAME=RATE overrides, comma separated, "
+    "e.g. 'default,signals_hz=5000' (names: fields of pytest_rseq.Chaos)"
+)
+HELP_PATH = f"default path of a stress run ({', '.join(PATHS)})"
+HELP_REGISTRATION = f"default registration of a stress run ({', '.join(REGISTRATIONS)})"
+HELP_JSON = "write every stress run's metrics and each host's fingerprint to PATH as JSON"
+HELP_ALLOW_HOTPLUG = "permit Chaos.hotplug_hz > 0 (takes CPUs offline; root only)"
+HELP_SMOKE = f"run every stress as one short smoke iteration (at most {SMOKE_DURATION_S:g} s)"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, its ini key, its help text and its kind."""
+
+    name: str
+    help: str
+    kind: str = "string"  # "string" or "bool"
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, ``--rseq-NAME``."""
+        return "--rseq-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        """The ini key, ``rseq_NAME``."""
+        return "rseq_" + self.name
+
+
+OPTIONS = (
+    Option("seed", HELP_SEED, metavar="N|last"),
+    Option("duration", HELP_DURATION, metavar="SECONDS"),
+    Option("threads", HELP_THREADS, metavar="N"),
+    Option("chaos", HELP_CHAOS, metavar="SPEC"),
+    Option("path", HELP_PATH, metavar="PATH"),
+    Option("registration", HELP_REGISTRATION, metavar="MODE"),
+    Option("json", HELP_JSON, metavar="PATH"),
+    Option("allow_hotplug", HELP_ALLOW_HOTPLUG, kind="bool"),
+    Option("smoke", HELP_SMOKE, kind="bool"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated ``rseq`` settings of one pytest run (None: not set)."""
+
+    seed: int | None = None
+    seed_last: bool = False
+    duration: float | None = None
+    threads: int | None = None
+    chaos: Chaos | None = None
+    path: str | None = None
+    registration: str | None = None
+    json: str | None = None
+    allow_hotplug: bool = False
+    smoke: bool = False
+
+    def run_defaults(self) -> dict[str, Any]:
+        """The ``run()`` keyword defaults these settings give (unset ones left out)."""
+        names = ("duration", "threads", "chaos", "path", "registration")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Add the ``rseq`` group's flags and ini keys to ``parser``."""
+    group = parser.getgroup(GROUP, "rseq stress testing (pytest-rseq)")
+    for opt in OPTIONS:
+        if opt.kind == "bool":
+            group.addoption(opt.flag, action="store_true", default=None, help=opt.help)
+            parser.addini(opt.ini, opt.help, type="bool", default=False)
+        else:
+            group.addoption(opt.flag, default=None, metavar=opt.metavar, help=opt.help)
+            parser.addini(opt.ini, opt.help, default="")
+
+
+def _usage(source: str, value: Any, why: str) -> pytest.UsageError:
+    return pytest.UsageError(f"{source}: invalid value {value!r}: {why}")
+
+
+def parse_chaos(text: str, source: str = "--rseq-chaos") -> Chaos:
+    """Parse a chaos spec such as ``"default,signals_hz=5000"`` into a :class:`Chaos`.
+
+    Raises:
+        pytest.UsageError: an unknown preset or field, or a bad rate.
+    """
+    values: dict[str, Any] = {}
+    names = {f.name for f in fields(Chaos)}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" not in part:
+            if part not in CHAOS_PRESETS:
+                raise _usage(source, text, f"unknown preset {part!r} ({', '.join(CHAOS_PRESETS)})")
+            values.update(getattr(Chaos, part)().to_dict())
+            continue
+        key, _, raw = (s.strip() for s in part.partition("="))
+        if key not in names:
+            raise _usage(source, text, f"unknown chaos field {key!r} ({', '.join(sorted(names))})")
+        try:
+            number = float(raw)
+        except ValueError:
+            raise _usage(source, text, f"{key} needs a number, got {raw!r}") from None
+        values[key] = int(number) if key == "cs_delay" and number.is_integer() else number
+    try:
+        return Chaos(**values)
+    except ValueError as exc:
+        raise _usage(source, text, str(exc)) from None
+
+
+def _parse_seed(text: str, source: str) -> tuple[int | None, bool]:
+    if text == "last":
+        return None, True
+    try:
+        seed = int(text, 0)
+    except ValueError:
+        raise _usage(source, text, "expected an integer or 'last'") from None
+    if not 0 <= seed < 2**63:
+        raise _usage(source, text, "must be between 0 and 2**63-1")
+    return seed, False
+
+
+def _parse_duration(text: str, source: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _usage(source, text, "expected a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_DURATION_S:
+        raise _usage(source, text, f"must be > 0 and <= {MAX_DURATION_S:g}")
+    return value
+
+
+def _parse_threads(text: str, source: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _usage(source, text, "expected a whole number") from None
+    if not 1 <= value <= MAX_THREADS:
+        raise _usage(source, text, f"must be between 1 and {MAX_THREADS}")
+    return value
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Any:
+    def parse(text: str, source: str) -> str:
+        if text not in choices:
+            raise _usage(source, text, f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+PARSERS: dict[str, Any] = {
+    "duration": _parse_duration,
+    "threads": _parse_threads,
+    "chaos": parse_chaos,
+    "path": _parse_choice(PATHS),
+    "registration": _parse_choice(REGISTRATIONS),
+}
+
+
+def _raw(config: pytest.Config, opt: Option) -> tuple[Any, str]:
+    """The value of ``opt`` and where it came from (flag first, then ini)."""
+    value = config.getoption(opt.flag)
+    if value is not None:
+        return value, opt.flag
+    return config.getini(opt.ini), f"ini {opt.ini}"
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """Return the validated settings of this run.
+
+    Raises:
+        pytest.UsageError: a value is invalid; the message names the option and the value.
+    """
+    settings = Settings()
+    for opt in OPTIONS:
+        value, source = _raw(config, opt)
+        if opt.kind == "bool":
+            flag: dict[str, Any] = {opt.name: bool(value)}
+            settings = replace(settings, **flag)
+            continue
+        text = str(value).strip()
+        if not text:
+            continue
+        if opt.name == "seed":
+            seed, last = _parse_seed(text, source)
+            settings = replace(settings, seed=seed, seed_last=last)
+        elif opt.name == "json":
+            settings = replace(settings, json=text)
+        else:
+            settings = replace(settings, **{opt.name: PARSERS[opt.name](text, source)})
+    if settings.chaos and settings.chaos.hotplug_hz > 0 and not settings.allow_hotplug:
+        value, source = _raw(config, next(o for o in OPTIONS if o.name == "chaos"))
+        raise _usage(source, value, "hotplug_hz > 0 needs --rseq-allow-hotplug")
+    return settings
+
+
+def as_flags(settings: Settings, seed: int) -> list[str]:
+    """The command-line flags that repeat ``settings`` with ``seed`` (``--rseq-json`` left out)."""
+    flags = [f"--rseq-seed={seed}"]
+    if settings.duration is not None:
+        flags.append(f"--rseq-duration={settings.duration:g}")
+    if settings.threads is not None:
+        flags.append(f"--rseq-threads={settings.threads}")
+    if settings.chaos is not None:
+        base = Chaos().to_dict()
+        spec = [f"{k}={v:g}" for k, v in settings.chaos.to_dict().items() if v != base[k]]
+        flags.append("--rseq-chaos=" + (",".join(spec) or "none"))
+    for name in ("path", "registration"):
+        if getattr(settings, name) is not None:
+            flags.append(f"--rseq-{name}={getattr(settings, name)}")
+    if settings.allow_hotplug:
+        flags.append("--rseq-allow-hotplug")
+    if settings.smoke:
+        flags.append("--rseq-smoke")
+    return flags

@@ -1,0 +1,76 @@
+"""Suite-wide guard: the whole test session leaves the machine as it found it.
+
+Every pytest process (each xdist worker too) snapshots its CPU affinity,
+signal dispositions, child processes and pytest-rseq cgroups at session start
+and compares at the end; a difference is an error on the last test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PREFIX = "pytest-rseq-"
+
+
+def leftover_groups(pid: int | None = None) -> list[Path]:
+    """Folders named ``pytest-rseq-<pid>-*`` under the cgroup roots (4 levels deep)."""
+    prefix = f"{PREFIX}{pid if pid is not None else os.getpid()}-"
+    found = []
+    for dirpath, dirnames, _ in os.walk(CGROUP_ROOT):
+        found += [Path(dirpath, d) for d in dirnames if d.startswith(prefix)]
+        if len(Path(dirpath).relative_to(CGROUP_ROOT).parts) >= 3:
+            dirnames[:] = []
+    return found
+
+
+def _status_masks() -> dict[str, str]:
+    masks = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigCgt", "SigIgn", "SigBlk", "Cpus_allowed_list"):
+            masks[key] = value.strip()
+    return masks
+
+
+def take_snapshot() -> dict[str, Any]:
+    """The state of this pytest process that stress runs must not change."""
+    # The first thread an interpreter starts makes CPython/glibc install a
+    # handler for signal 33 (not pytest-rseq): start one before looking.
+    worker = threading.Thread(target=lambda: None)
+    worker.start()
+    worker.join()
+    return {
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "signals": _status_masks(),
+        "python_handlers": {
+            s.name: signal.getsignal(s)
+            for s in signal.valid_signals()
+            if isinstance(s, signal.Signals)
+        },
+        "children": sorted(p.pid for p in psutil.Process().children(recursive=True)),
+        "groups": leftover_groups(),
+    }
+
+
+@pytest.fixture
+def snapshot() -> Callable[[], dict[str, Any]]:
+    """A callable returning the process state stress runs must leave unchanged."""
+    return take_snapshot
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_leaves_nothing_behind() -> Iterator[None]:
+    before = take_snapshot()
+    yield
+    after = take_snapshot()
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, f"the test session left changes behind (before, after): {changed}"
