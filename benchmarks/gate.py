@@ -49,7 +49,9 @@ def _one(args: list[str]) -> dict[str, Any]:
             verdict = data.get("verdict") if isinstance(data, dict) else None
         except (OSError, ValueError):
             pass
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("gate:")] or [
+            ln for ln in proc.stdout.splitlines() if ln.strip()
+        ]
         return {
             "wall_s": wall,
             "exit": proc.returncode,
