@@ -17,7 +17,7 @@ from cffi import FFI
 NATIVE = Path(__file__).resolve().parent
 ROOT = NATIVE.parent
 INCLUDE = ROOT / "pytest_rseq" / "include"
-SOURCES = ["abi.c", "workloads.c", "harness.c", "chaos.c", "chaos_sys.c", "loader.c"]
+SOURCES = ["abi.c", "workloads.c", "harness.c", "chaos.c", "chaos_sys.c", "loader.c", "bench.c"]
 CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"]
 _MARKED = re.compile(r"/\* cffi-cdef-begin \*/(.*?)/\* cffi-cdef-end \*/", re.S)
 
@@ -50,11 +50,12 @@ VERSION = _load_module("_prseq_version", ROOT / "pytest_rseq" / "_version.py")._
 SOURCE_HASH = _load_module("_prseq_sources", ROOT / "pytest_rseq" / "_sources.py").source_hash(ROOT)
 
 ffibuilder = FFI()
-ffibuilder.cdef(read_cdef(INCLUDE / "pytest_rseq.h", NATIVE / "prseq_core.h"))
+ffibuilder.cdef(read_cdef(INCLUDE / "pytest_rseq.h", NATIVE / "prseq_core.h", NATIVE / "bench.h"))
 ffibuilder.set_source(
     "pytest_rseq._prseq",
     f"""
 #include "prseq_core.h"
+#include "bench.h"
 const char *prseq_build_version(void) {{ return "{VERSION}"; }}
 const char *prseq_source_hash(void) {{ return "{SOURCE_HASH}"; }}
 """,

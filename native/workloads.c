@@ -271,6 +271,55 @@ static int op_mm_cid(void *state, struct prseq_thread *t)
     }
 }
 
+/* n ops of a built-in counter: the same section and retry rule as
+ * op_cpu_id / op_mm_cid, inlined in a loop for the batch the harness calls
+ * for built-ins (no call per op). *done counts committed ops. */
+static inline __attribute__((always_inline)) int
+counter_ops(struct counter *c, struct prseq_thread *t, const uint32_t *index,
+            const uint32_t *cmp, uint64_t n, uint64_t *done)
+{
+    struct prseq_area *area = t->local;
+    struct shard *shards = c->shards;
+    uint32_t nr_shards = c->nr_shards;
+    uint64_t delay = c->delay, aborts = 0, i;
+    int rc = 0;
+
+    for (i = 0; i < n; i++) {
+        for (;;) {
+            uint32_t cpu = __atomic_load_n(index, __ATOMIC_RELAXED);
+            int step;
+            if (cpu >= nr_shards) {
+                rc = -ERANGE;
+                goto out;
+            }
+            step = prseq_arch_inc(area, cmp, cpu, &shards[cpu].value, delay);
+            if (step == 0)
+                break;
+            if (step < 0)
+                aborts++;
+        }
+    }
+out:
+    t->aborts += aborts;
+    *done += i;
+    return rc;
+}
+
+/* The harness's fast path for the two counters: a whole batch per call. */
+static int batch_cpu_id(void *state, struct prseq_thread *t, uint64_t n, uint64_t *done)
+{
+    struct prseq_area *area = t->local;
+
+    return counter_ops(state, t, &area->cpu_id_start, &area->cpu_id, n, done);
+}
+
+static int batch_mm_cid(void *state, struct prseq_thread *t, uint64_t n, uint64_t *done)
+{
+    struct prseq_area *area = t->local;
+
+    return counter_ops(state, t, &area->mm_cid, &area->mm_cid, n, done);
+}
+
 /* canary_racy: a per-CPU load/add/store with no rseq protection. Two
  * threads on one CPU (preemption) or a migration in the window lose counts. */
 static int op_racy(void *state, struct prseq_thread *t)
@@ -403,4 +452,13 @@ const struct prseq_workload *prseq_builtin(const char *name)
 const char *prseq_builtin_name(uint32_t index)
 {
     return index < NR_BUILTINS ? builtins[index].name : NULL;
+}
+
+prseq_batch_fn prseq_builtin_batch(const struct prseq_workload *w)
+{
+    if (w == &builtins[0])
+        return batch_cpu_id;
+    if (w == &builtins[1])
+        return batch_mm_cid;
+    return NULL;
 }

@@ -139,7 +139,7 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     child's process group is killed on timeout or when the caller is
     interrupted (Ctrl-C, pytest-timeout).
     """
-    limit = spec["duration"] * (12 if spec["path"] == "both" else 1) + CHILD_GRACE_S
+    limit = spec["duration"] * (32 if spec["path"] == "both" else 1) + CHILD_GRACE_S
     with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
         spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
         perf_prefix, perf_out = perf.perf_wrapper(tmp)
