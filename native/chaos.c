@@ -188,7 +188,13 @@ static void signals_fire(struct chaos *c, uint64_t *rng)
 }
 
 /* Per-thread timer: each worker gets threads/timer_hz seconds between
- * expirations, so all together fire about timer_hz signals per second. */
+ * expirations, so all together fire about timer_hz signals per second, but
+ * never more often than every TIMER_MIN_PERIOD_NS: delivering one signal
+ * costs a worker ~8 us here, and a timer that fires faster than that
+ * re-queues its signal on every return to user space, so the thread never
+ * runs again (not even to its stop check). */
+#define TIMER_MIN_PERIOD_NS 20000ull
+
 static void timer_enter(struct chaos *c, struct prseq_slot *slot)
 {
     struct prseq_run *run = c->run;
@@ -212,32 +218,68 @@ static void timer_enter(struct chaos *c, struct prseq_slot *slot)
         return;
     }
     period_ns = (uint64_t)((double)run->nr_slots / run->cfg->timer_hz * 1e9);
-    if (period_ns < 1000)
-        period_ns = 1000;
+    if (period_ns < TIMER_MIN_PERIOD_NS)
+        period_ns = TIMER_MIN_PERIOD_NS;
     its.it_interval.tv_sec = (time_t)(period_ns / 1000000000ull);
     its.it_interval.tv_nsec = (long)(period_ns % 1000000000ull);
     its.it_value = its.it_interval;
-    timer_settime(*timer, 0, &its, NULL);
+    /* Armed under the lock, and only while the run goes on, so that
+     * timers_disarm() sees every armed timer. */
+    pthread_mutex_lock(&c->timer_lock);
     slot->timer = timer;
-    slot->timer_born = prseq_now_ns();
+    if (!stopping(c)) {
+        slot->timer_born = prseq_now_ns();
+        timer_settime(*timer, 0, &its, NULL);
+    }
+    pthread_mutex_unlock(&c->timer_lock);
 }
 
-static void timer_leave(struct chaos *c, struct prseq_slot *slot)
+/* Count the expirations of a slot's timer since it was armed (an estimate
+ * from its period: standard timer signals coalesce, the handler counts what
+ * arrived) and disarm it. Called with timer_lock held. */
+static void timer_settle(struct chaos *c, struct prseq_slot *slot)
 {
-    timer_t *timer = slot->timer;
     struct itimerspec its;
 
-    if (!timer)
-        return;
-    if (timer_gettime(*timer, &its) == 0) {
+    if (timer_gettime(*(timer_t *)slot->timer, &its) == 0) {
         uint64_t period = (uint64_t)its.it_interval.tv_sec * 1000000000ull +
                           (uint64_t)its.it_interval.tv_nsec;
         uint64_t fired = period ? (prseq_now_ns() - slot->timer_born) / period : 0;
         __atomic_fetch_add(&c->timer_signals, fired, __ATOMIC_RELAXED);
     }
+    memset(&its, 0, sizeof(its));
+    timer_settime(*(timer_t *)slot->timer, 0, &its, NULL);
+}
+
+/* Disarm every live timer: a storm faster than a worker can take signals
+ * would otherwise keep it from ever reaching its stop check. */
+static void timers_disarm(struct chaos *c)
+{
+    pthread_mutex_lock(&c->timer_lock);
+    for (uint32_t i = 0; i < c->run->nr_slots; i++) {
+        struct prseq_slot *slot = &c->run->slots[i];
+        if (slot->timer && slot->timer_born) {
+            timer_settle(c, slot);
+            slot->timer_born = 0; /* counted */
+        }
+    }
+    pthread_mutex_unlock(&c->timer_lock);
+}
+
+static void timer_leave(struct chaos *c, struct prseq_slot *slot)
+{
+    timer_t *timer;
+
+    pthread_mutex_lock(&c->timer_lock);
+    timer = slot->timer;
+    if (timer && slot->timer_born)
+        timer_settle(c, slot);
+    slot->timer = NULL;
+    pthread_mutex_unlock(&c->timer_lock);
+    if (!timer)
+        return;
     timer_delete(*timer);
     free(timer);
-    slot->timer = NULL;
 }
 
 /* ---- affinity churn --------------------------------------------------- */
@@ -333,6 +375,7 @@ int prseq_chaos_start(struct prseq_run *run)
     if (!c)
         return fail(run, ENOMEM, "chaos state");
     c->run = run;
+    pthread_mutex_init(&c->timer_lock, NULL);
     c->cpus_fd = -1;
     c->offline_cpu = -1;
     run->chaos = c;
@@ -385,6 +428,7 @@ void prseq_chaos_stop(struct prseq_run *run)
     if (!c)
         return;
     __atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+    timers_disarm(c);
     for (int i = 0; i < c->nr_inj; i++)
         if (c->inj[i].started) {
             pthread_join(c->inj[i].thread, NULL);
@@ -424,6 +468,7 @@ void prseq_chaos_finish(struct prseq_run *run)
     res->membarriers = c->membarriers;
     res->hotplug_events = c->hotplug_events;
     free(c->choices_buf);
+    pthread_mutex_destroy(&c->timer_lock);
     free(c);
     run->chaos = NULL;
 }

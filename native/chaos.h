@@ -34,6 +34,9 @@ struct chaos {
     int signo;
     int handler_installed;
     struct sigaction old_action;
+    /* per-thread timers: slot->timer is set and cleared under this lock, so
+     * prseq_chaos_stop can disarm every live timer while workers leave */
+    pthread_mutex_t timer_lock;
     /* affinity */
     cpu_set_t allowed;
     cpu_set_t masks[CHAOS_MAX_CHOICES];

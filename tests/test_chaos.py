@@ -171,3 +171,12 @@ def test_guard_wants_aborts_from_signals_with_cs_delay_and_membarrier() -> None:
 def test_guard_flags_failed_fork_children() -> None:
     reasons = coverage_reasons({"fork_hz": 10.0}, 2, _run(forks=3, fork_errors=1))
     assert any("fork child" in r for r in reasons)
+
+
+def test_a_signal_storm_beyond_what_workers_can_take_still_stops() -> None:
+    """At the top rate Chaos accepts, per-thread timers could starve a worker
+    forever; the harness must still stop at the deadline and report."""
+    result = run("counter", threads=2, duration=0.3, chaos=Chaos(signals_hz=1_000_000), seed=5)
+    assert result.error is None, result.describe()
+    result.assert_consistent()
+    assert result.signals_delivered > 0

@@ -103,6 +103,8 @@ SANITIZER_RUNS = [
     ["counter_mm_cid", "rseq", "4", "0.3"],
     ["counter", "fallback", "4", "0.3"],
     ["counter", "rseq", "3", "0.3", "0", "0", "300"],  # thread churn
+    # every native injector at once: tgkill, affinity, churn, membarrier, per-thread timers
+    ["counter", "rseq", "3", "0.3", "20000", "500", "200", "2000", "20000"],
 ]
 
 

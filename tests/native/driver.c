@@ -1,6 +1,6 @@
 /* driver.c - runs the native core without Python, for the sanitizer builds.
  *
- * Usage: driver WORKLOAD PATH THREADS SECONDS [signals affinity churn membarrier]
+ * Usage: driver WORKLOAD PATH THREADS SECONDS [signals affinity churn membarrier timers]
  * Exits 0 when the per-CPU total equals the ops tally, 1 when it does not,
  * 2 on a harness error. */
 #include <stdio.h>
@@ -43,6 +43,8 @@ int main(int argc, char **argv)
         cfg.churn_hz = atof(argv[7]);
     if (argc > 8)
         cfg.membarrier_hz = atof(argv[8]);
+    if (argc > 9)
+        cfg.timer_hz = atof(argv[9]);
     if (prseq_run(w, &cfg, &res) < 0) {
         fprintf(stderr, "run failed: %s\n", res.errmsg);
         return 2;
