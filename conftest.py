@@ -8,19 +8,30 @@ controller (with xdist the workers' groups are gone by then).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 OFFLINE = Path("/sys/devices/system/cpu/offline")
 
 
+def _orphaned(name: str) -> bool:
+    """A group named ``pytest-rseq-<pid>-<n>`` whose owner is us or gone (not a live run)."""
+    match = re.match(r"pytest-rseq-(\d+)-", name)
+    if not match:
+        return False
+    pid = int(match.group(1))
+    return pid == os.getpid() or not psutil.pid_exists(pid)
+
+
 def _plugin_cgroups() -> list[str]:
     found = []
     for dirpath, dirnames, _ in os.walk(CGROUP_ROOT):
-        found += [os.path.join(dirpath, d) for d in dirnames if d.startswith("pytest-rseq-")]
+        found += [os.path.join(dirpath, d) for d in dirnames if _orphaned(d)]
         if len(Path(dirpath).relative_to(CGROUP_ROOT).parts) >= 3:
             dirnames[:] = []
     return found
