@@ -92,8 +92,10 @@ void prseq_own_unregister(void)
 {
     if (!own_area)
         return;
-    syscall(__NR_rseq, own_area, own_len, RSEQ_FLAG_UNREGISTER, PRSEQ_SIG);
-    free(own_area);
+    /* If the kernel refuses, it still writes into the area at every
+     * preemption: leak it rather than hand the memory back to malloc. */
+    if (syscall(__NR_rseq, own_area, own_len, RSEQ_FLAG_UNREGISTER, PRSEQ_SIG) == 0)
+        free(own_area);
     own_area = NULL;
     own_len = 0;
 }

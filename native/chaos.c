@@ -87,8 +87,10 @@ static void *injector_main(void *arg)
     double period_ns = 1e9 / inj->hz;
     int registered = 0;
 
+    /* Fork children run ops from this thread: give it the area the workers
+     * get (none when the workload registers its own). */
     if (inj->fire == chaos_fork_fire && c->run->res->path == PRSEQ_PATH_RSEQ &&
-        c->run->cfg->own_registration)
+        c->run->cfg->own_registration && !c->run->cfg->workload_registers)
         registered = prseq_own_register() == 0;
     while (!stopping(c)) {
         uint64_t now = prseq_now_ns();

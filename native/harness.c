@@ -409,16 +409,16 @@ static int choose_path(const struct prseq_config *cfg, struct prseq_result *res)
     return 0;
 }
 
-int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
-              struct prseq_result *res)
+/* One run on `run` (zeroed, owned by prseq_run). Sets *stuck when workers
+ * outlived the join deadline: the run must then never be freed. */
+static int run_body(const struct prseq_workload *w, const struct prseq_config *cfg,
+                    struct prseq_result *res, struct prseq_run *run, int *stuck_out)
 {
-    struct prseq_run run;
     const char *bad;
     uint64_t start, deadline;
     int stuck;
 
     memset(res, 0, sizeof(*res));
-    memset(&run, 0, sizeof(run));
     bad = prseq_workload_problem(w);
     if (bad) {
         res->error = EINVAL;
@@ -435,51 +435,51 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
     if (choose_path(cfg, res) < 0)
         return -res->error;
     __atomic_store_n(&stop_requested, 0, __ATOMIC_RELEASE);
-    run.w = w;
-    run.cfg = cfg;
-    run.res = res;
-    run.nr_slots = cfg->threads;
-    run.nr_cpus = prseq_possible_cpus();
-    run.cpu_node = read_cpu_nodes(run.nr_cpus);
-    run.node_id_usable = prseq_node_id_usable(res->owner);
+    run->w = w;
+    run->cfg = cfg;
+    run->res = res;
+    run->nr_slots = cfg->threads;
+    run->nr_cpus = prseq_possible_cpus();
+    run->cpu_node = read_cpu_nodes(run->nr_cpus);
+    run->node_id_usable = prseq_node_id_usable(res->owner);
     /* Concurrency ids stay below both the threads of the process (the
      * workers, the threads there now, the injector threads) and the CPUs it
      * may run on (affinity and cpuset chaos only narrow that set). */
-    run.mm_cid_bound = cfg->threads + count_threads() + 8;
+    run->mm_cid_bound = cfg->threads + count_threads() + 8;
     {
         cpu_set_t allowed;
         uint32_t n = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
                          ? (uint32_t)CPU_COUNT(&allowed)
-                         : run.nr_cpus;
-        if (n < run.nr_cpus)
-            run.nr_cpus_allowed = n;
+                         : run->nr_cpus;
+        if (n < run->nr_cpus)
+            run->nr_cpus_allowed = n;
         else
-            run.nr_cpus_allowed = run.nr_cpus;
+            run->nr_cpus_allowed = run->nr_cpus;
     }
-    if (run.mm_cid_bound > run.nr_cpus_allowed)
-        run.mm_cid_bound = run.nr_cpus_allowed;
+    if (run->mm_cid_bound > run->nr_cpus_allowed)
+        run->mm_cid_bound = run->nr_cpus_allowed;
     res->threads = cfg->threads;
     prseq_workloads_set_cs_delay(cfg->cs_delay);
 
-    run.state = w->create(cfg->threads);
-    if (!run.state) {
+    run->state = w->create(cfg->threads);
+    if (!run->state) {
         res->error = ENOMEM;
         snprintf(res->errmsg, sizeof(res->errmsg), "%s: create(%u) returned NULL", w->name,
                  cfg->threads);
         return -ENOMEM;
     }
-    run.slots = aligned_alloc(64, sizeof(struct prseq_slot) * cfg->threads);
-    if (!run.slots || sem_init(&run.exited, 0, 0) != 0) {
-        free(run.slots);
-        w->destroy(run.state);
+    run->slots = aligned_alloc(64, sizeof(struct prseq_slot) * cfg->threads);
+    if (!run->slots || sem_init(&run->exited, 0, 0) != 0) {
+        free(run->slots);
+        w->destroy(run->state);
         res->error = ENOMEM;
         snprintf(res->errmsg, sizeof(res->errmsg), "out of memory for %u slots", cfg->threads);
         return -ENOMEM;
     }
-    memset(run.slots, 0, sizeof(struct prseq_slot) * cfg->threads);
+    memset(run->slots, 0, sizeof(struct prseq_slot) * cfg->threads);
     for (uint32_t i = 0; i < cfg->threads; i++) {
-        struct prseq_slot *s = &run.slots[i];
-        s->run = &run;
+        struct prseq_slot *s = &run->slots[i];
+        s->run = run;
         s->t.index = i;
         s->last_cpu = UINT32_MAX;
         s->budget = cfg->slot_budgets ? cfg->slot_budgets[i]
@@ -491,28 +491,28 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
     deadline = start + (uint64_t)(cfg->duration_s * 1e9);
     /* Injectors first: a worker joins them (timer, cpuset) as it starts. */
     {
-        int rc = prseq_chaos_start(&run);
-        if (rc < 0 && !run.error)
-            prseq_run_fail(&run, -rc, "starting the injectors failed: %s", strerror(-rc));
+        int rc = prseq_chaos_start(run);
+        if (rc < 0 && !run->error)
+            prseq_run_fail(run, -rc, "starting the injectors failed: %s", strerror(-rc));
     }
-    for (uint32_t i = 0; i < cfg->threads && !run.error; i++)
-        if (slot_wants_more(&run.slots[i]))
-            start_slot(&run, &run.slots[i]);
+    for (uint32_t i = 0; i < cfg->threads && !run->error; i++)
+        if (slot_wants_more(&run->slots[i]))
+            start_slot(run, &run->slots[i]);
 
     for (;;) {
         uint64_t now = prseq_now_ns();
         uint64_t wake = now + POLL_NS < deadline ? now + POLL_NS : deadline;
         struct timespec abs = ns_to_timespec(wake);
 
-        if (!reap_slots(&run) || now >= deadline || __atomic_load_n(&run.stop, __ATOMIC_ACQUIRE) ||
+        if (!reap_slots(run) || now >= deadline || __atomic_load_n(&run->stop, __ATOMIC_ACQUIRE) ||
             __atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE))
             break;
-        while (sem_clockwait(&run.exited, CLOCK_MONOTONIC, &abs) != 0 && errno == EINTR)
+        while (sem_clockwait(&run->exited, CLOCK_MONOTONIC, &abs) != 0 && errno == EINTR)
             ;
     }
-    __atomic_store_n(&run.stop, 1, __ATOMIC_RELEASE);
-    prseq_chaos_stop(&run);
-    stuck = join_all(&run, cfg->join_timeout_s > 0 ? cfg->join_timeout_s : 5.0);
+    __atomic_store_n(&run->stop, 1, __ATOMIC_RELEASE);
+    prseq_chaos_stop(run);
+    stuck = join_all(run, cfg->join_timeout_s > 0 ? cfg->join_timeout_s : 5.0);
     res->duration_s = (double)(prseq_now_ns() - start) / 1e9;
     if (stuck) {
         /* The state may still be in use: leak it rather than free it under
@@ -521,31 +521,67 @@ int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
         snprintf(res->errmsg, sizeof(res->errmsg),
                  "%d worker thread(s) did not stop within %.1f s of the deadline", stuck,
                  cfg->join_timeout_s > 0 ? cfg->join_timeout_s : 5.0);
+        *stuck_out = 1;
         return -ETIMEDOUT;
     }
-    prseq_chaos_finish(&run);
+    prseq_chaos_finish(run);
 
     for (uint32_t i = 0; i < cfg->threads; i++) {
-        struct prseq_slot *s = &run.slots[i];
+        struct prseq_slot *s = &run->slots[i];
         res->ops += s->ops;
         res->aborts += s->t.aborts;
         res->migrations += s->migrations;
         res->slot_ops[i] = s->ops;
     }
-    res->threads_started = run.threads_started;
-    res->invariant_samples = run.invariant_samples;
-    res->invariant_violations = run.invariant_violations;
-    memcpy(res->first_violation, run.first_violation, sizeof(res->first_violation));
-    res->expected = w->expected ? w->expected(run.state, res->ops) : res->ops;
-    res->observed = w->total(run.state);
+    res->threads_started = run->threads_started;
+    res->invariant_samples = run->invariant_samples;
+    res->invariant_violations = run->invariant_violations;
+    memcpy(res->first_violation, run->first_violation, sizeof(res->first_violation));
+    res->expected = w->expected ? w->expected(run->state, res->ops) : res->ops;
+    res->observed = w->total(run->state);
     if (w->shards)
-        res->nr_shards = w->shards(run.state, res->shards,
+        res->nr_shards = w->shards(run->state, res->shards,
                                    (uint32_t)(sizeof(res->shards) / sizeof(res->shards[0])));
-    if (run.error && !res->error)
-        res->error = run.error;
-    w->destroy(run.state);
-    sem_destroy(&run.exited);
-    free(run.slots);
-    free(run.cpu_node);
+    if (run->error && !res->error)
+        res->error = run->error;
+    w->destroy(run->state);
+    sem_destroy(&run->exited);
+    free(run->slots);
+    free(run->cpu_node);
     return res->error ? -res->error : 0;
+}
+
+/* Everything a run's threads may touch lives in one heap block: when workers
+ * miss the join deadline the block (run, private config and result) is
+ * leaked, never freed or reused under them; the caller only gets a copy. */
+struct run_box {
+    struct prseq_run run;
+    struct prseq_config cfg;
+    struct prseq_result res;
+    uint64_t budgets[];
+};
+
+int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
+              struct prseq_result *res)
+{
+    size_t budgets = cfg->slot_budgets && cfg->threads <= PRSEQ_MAX_THREADS ? cfg->threads : 0;
+    struct run_box *box = calloc(1, sizeof(*box) + budgets * sizeof(uint64_t));
+    int stuck = 0, rc;
+
+    if (!box) {
+        memset(res, 0, sizeof(*res));
+        res->error = ENOMEM;
+        snprintf(res->errmsg, sizeof(res->errmsg), "out of memory for the run");
+        return -ENOMEM;
+    }
+    box->cfg = *cfg;
+    if (budgets) {
+        memcpy(box->budgets, cfg->slot_budgets, budgets * sizeof(uint64_t));
+        box->cfg.slot_budgets = box->budgets;
+    }
+    rc = run_body(w, &box->cfg, &box->res, &box->run, &stuck);
+    *res = box->res;
+    if (!stuck)
+        free(box);
+    return rc;
 }

@@ -49,11 +49,13 @@ const struct prseq_workload *prseq_load_library(const char *path, const char *sy
     if (!fn) {
         snprintf(err, errlen, "%s has no symbol %s (export `const struct prseq_workload *%s(void)`)",
                  path, symbol, symbol);
+        dlclose(handle);
         return NULL;
     }
     w = fn();
     if (!w) {
         snprintf(err, errlen, "%s: %s() returned NULL", path, symbol);
+        dlclose(handle);
         return NULL;
     }
     if (w->abi_version != PRSEQ_ABI_VERSION) {
@@ -61,12 +63,14 @@ const struct prseq_workload *prseq_load_library(const char *path, const char *sy
                  "%s: %s() returned a workload with abi_version %u; this pytest-rseq "
                  "speaks version %u (rebuild against its pytest_rseq.h)",
                  path, symbol, w->abi_version, PRSEQ_ABI_VERSION);
+        dlclose(handle);
         return NULL;
     }
     missing = prseq_workload_problem(w);
     if (missing) {
         snprintf(err, errlen, "%s: workload %s from %s(): required field %s is NULL", path,
                  w->name ? w->name : "(unnamed)", symbol, missing);
+        dlclose(handle);
         return NULL;
     }
     /* The handle stays open: the workload's code runs until the process exits,

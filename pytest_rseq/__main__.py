@@ -17,18 +17,27 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import gate, report
 from ._version import __version__
 
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
 BLOCKED_ENV = "PYTEST_RSEQ_GATE_BLOCKED"
+EXIT_USAGE = 64
+"""A bad command line (argparse's own 2 would read as "could not test")."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The gate's command line."""
-    parser = argparse.ArgumentParser(
+    """The gate's command line (no abbreviations: the re-exec rebuilds it exactly)."""
+    parser = _Parser(
+        allow_abbrev=False,
         prog="python -m pytest_rseq",
         description="Environment gate: does rseq work here? Exit 0 pass, 1 fail, 2 could not test.",
     )
@@ -57,7 +66,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def reexec_blocked(name: str, argv: list[str]) -> int:
+def _argv_without_block(args: argparse.Namespace) -> list[str]:
+    """The command line of ``args`` minus ``--block-rseq``, rebuilt from the parsed values."""
+    argv = [
+        flag
+        for flag, on in (
+            ("--quick", args.quick),
+            ("--allow-hotplug", args.allow_hotplug),
+            ("--list", args.list),
+        )
+        if on
+    ]
+    if args.json:
+        argv += ["--json", args.json]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
+    for text in args.only:
+        argv += ["--only", text]
+    return argv
+
+
+def reexec_blocked(name: str, args: argparse.Namespace) -> int:
     """Install the rseq-blocking filter, then exec the gate again without ``--block-rseq``."""
     from ._native import load
 
@@ -65,11 +94,8 @@ def reexec_blocked(name: str, argv: list[str]) -> int:
     if rc < 0:
         sys.stderr.write(f"pytest-rseq: cannot install the seccomp filter: {os.strerror(-rc)}\n")
         return gate.EXIT_COULD_NOT_TEST
-    rest = [a for a in argv if not a.startswith("--block-rseq")]
-    if name in rest:
-        rest.remove(name)
     os.environ[BLOCKED_ENV] = name
-    os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq", *rest])
+    os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq", *_argv_without_block(args)])
     return gate.EXIT_COULD_NOT_TEST  # not reached
 
 
@@ -105,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # `python -m pytest_rseq | head` ends quietly, like other command-line tools.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if args.block_rseq:
-        return reexec_blocked(args.block_rseq, argv)
+    if args.block_rseq and not os.environ.get(BLOCKED_ENV):
+        return reexec_blocked(args.block_rseq, args)
     if args.list:
         for s in gate.scenarios(len(os.sched_getaffinity(0))):
             print(f"{s.name:<31} {s.what}" + (f"  (opt-in: {s.opt_in})" if s.opt_in else ""))

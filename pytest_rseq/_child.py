@@ -19,6 +19,7 @@ from typing import Any
 
 from ._native import load
 
+MM_CID_WORKLOADS = ("counter_mm_cid", "canary_clobber_mm_cid")
 OWNERS = {0: "none", 1: "glibc", 2: "own", 3: "workload"}
 PATHS = {0: "rseq", 1: "fallback"}
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
@@ -165,6 +166,14 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if registration == "own" and not abi["available"]:
         out["capability_missing"] = (
             f"the rseq syscall is unavailable ({errno.errorcode.get(abi['syscall_errno'], '?')})"
+        )
+        return out
+    uses_mm_cid = spec["workload"]["name"] in MM_CID_WORKLOADS and not spec["workload"]["library"]
+    if uses_mm_cid and spec["path"] != "fallback" and abi["available"] and not abi["mm_cid_usable"]:
+        # Before Linux 6.3 mm_cid stays 0: every thread would share shard 0.
+        out["capability_missing"] = (
+            f"mm_cid is not provided here (AT_RSEQ_FEATURE_SIZE={abi['feature_size']}, "
+            "Linux >= 6.3 needed)"
         )
         return out
     try:

@@ -15,6 +15,7 @@ scenario that was not asked for). Overall: any ``FAIL`` -> exit 1; else any
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -283,7 +284,10 @@ def run_scenario(
 
     rseq = bool(fp.get("rseq_available"))
     if scenario.check is not None:
-        return done(*scenario.check(fp))
+        try:
+            return done(*scenario.check(fp))
+        except (RseqError, OSError, subprocess.SubprocessError) as exc:
+            return done(FAIL, f"{type(exc).__name__}: {exc}")
     if scenario.expect in ("lost", "SIGSEGV") and not rseq:
         return done(SKIP, "rseq unavailable: canaries need the rseq path to show their bug")
     try:

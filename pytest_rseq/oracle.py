@@ -165,6 +165,8 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
     main = runs.get("rseq") or runs.get("fallback")
     reasons: list[str] = []
     crash = raw.get("crash")
+    if main is not None and main["ops"] == 0 and not main.get("error") and not crash:
+        reasons.append(f"{main['path']}: no op completed: the run proves nothing")
     if crash:
         reasons.append(f"the stressed process died with {crash}")
     if raw.get("error"):
@@ -207,7 +209,8 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
     details["perf"] = perf
     if spec["path"] == "both" and "rseq" in runs:
         fallback = runs.get("fallback")
-        path = "both"
+        # "both" only when the first half really ran on rseq (blocked modes say fallback).
+        path = "both" if main["path"] == "rseq" else "fallback"
         if fallback is None:
             reasons.append("both: the fallback run did not happen")
         else:

@@ -175,7 +175,7 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     raw["stderr"] = stderr
     raw["returncode"] = proc.returncode
     if proc.returncode < 0:
-        raw["crash"] = signal.Signals(-proc.returncode).name
+        raw["crash"] = signal_name(-proc.returncode)
     elif raw["perf"].get("available") and not raw["runs"] and perf.perf_crash(stderr):
         raw["crash"] = perf.perf_crash(stderr)
     elif proc.returncode != 0 and not raw["runs"]:
@@ -268,7 +268,7 @@ def seccomp_after_start(
         _kill_group(proc)
     stderr = err.decode(errors="replace")[-2000:]
     if proc.returncode < 0:
-        outcome, sig = "abort", signal.Signals(-proc.returncode).name
+        outcome, sig = "abort", signal_name(-proc.returncode)
     elif proc.returncode == 0 and "thread-started" in out.decode(errors="replace"):
         outcome, sig = "survived", None
     else:
@@ -314,6 +314,39 @@ def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
     if "exc" in box:
         raise box["exc"]
     return dict(box["raw"])
+
+
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11; real-time signals as ``SIGRTMIN+n`` (Python names only two)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"signal {number}"
+
+
+def _refuse_silent_fallback(spec: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Raise CapabilityMissing when rseq was asked for but only the fallback could run.
+
+    A passing result there would claim rseq code was tested when it never ran;
+    the blocked modes are exempt (running on the fallback path is their point).
+    """
+    rseq_run = raw.get("runs", {}).get("rseq")
+    if (
+        spec["path"] == "fallback"
+        or spec["registration"].startswith("blocked-")
+        or not rseq_run
+        or rseq_run["path"] == "rseq"
+        or rseq_run.get("error")
+    ):
+        return
+    abi = raw.get("abi") or {}
+    raise CapabilityMissing(
+        f"rseq is not usable in the stressed process (area owner {abi.get('owner')}, "
+        f"__rseq_size {abi.get('glibc_size')}, rseq syscall errno {abi.get('syscall_errno')}): "
+        "only the fallback path could run; use path='fallback' to test it on its own"
+    )
 
 
 def run(
@@ -384,6 +417,7 @@ def run(
         raise CapabilityMissing(raw["capability_missing"])
     if raw.get("workload_error"):
         raise WorkloadError(static_tls_hint(spec, raw["workload_error"]))
+    _refuse_silent_fallback(spec, raw)
     from .oracle import build_result
 
     return build_result(spec, raw)

@@ -139,3 +139,23 @@ def test_list_names_every_scenario() -> None:
     )
     listed = {line.split()[0] for line in proc.stdout.splitlines()}
     assert listed == {s.name for s in gate.scenarios(len(__import__("os").sched_getaffinity(0)))}
+
+
+def test_a_bad_command_line_is_not_could_not_test() -> None:
+    """argparse's own exit 2 would read as "could not test"; abbreviations are refused
+    (an abbreviated --block once re-executed the gate forever)."""
+    for argv in (["--bogus"], ["--block=ENOSYS", "--list"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest_rseq", *argv], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 64, proc.stderr
+        assert "error" in proc.stderr
+
+
+def test_real_time_signal_names() -> None:
+    import signal
+
+    from pytest_rseq.runner import signal_name
+
+    assert signal_name(signal.SIGSEGV) == "SIGSEGV"
+    assert signal_name(signal.SIGRTMIN + 4) == "SIGRTMIN+4"

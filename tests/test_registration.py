@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rseq import Chaos, capabilities, run
+from pytest_rseq import CapabilityMissing, Chaos, capabilities, run
 from pytest_rseq.runner import seccomp_after_start
 
 GLIBC_OWNS = capabilities()["owner"] == "glibc"
@@ -79,3 +79,20 @@ def test_seccomp_after_start_bad_input() -> None:
         seccomp_after_start("EINVAL")
     with pytest.raises(ValueError, match="blocked-enosys"):
         seccomp_after_start("ENOSYS", registration="blocked-enosys")
+
+
+def test_rseq_asked_but_unavailable_is_a_capability_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc's registration off and nobody registering: rseq never runs, so a
+    pass would be a lie; run() says the capability is missing instead."""
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+    for path in ("rseq", "both"):
+        with pytest.raises(CapabilityMissing, match="only the fallback path could run"):
+            run("counter", threads=2, duration=0.1, path=path)
+    assert run("counter", threads=2, duration=0.1, path="fallback").ok
+
+
+@pytest.mark.parametrize("mode", ["blocked-enosys", "blocked-eperm"])
+def test_blocked_modes_say_fallback_even_when_both_paths_were_asked(mode: str) -> None:
+    result = run("counter", threads=2, duration=0.1, path="both", registration=mode)
+    assert result.ok, result.describe()
+    assert result.path == "fallback"

@@ -288,3 +288,11 @@ def test_a_self_registering_library_without_the_flag_is_refused(tmp_path: Path) 
 def test_registers_itself_must_be_a_bool(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="registers_itself must be"):
         Workload.from_library(build(tmp_path, "good"), registers_itself=1)  # type: ignore[arg-type]
+
+
+def test_a_workload_that_never_completes_an_op_is_not_ok(tmp_path: Path) -> None:
+    """op returning 1 ("not done, retry") forever: zero ops prove nothing."""
+    result = run(build(tmp_path, "retry", "OP_RESULT=1"))
+    assert result.ops == 0
+    assert not result.ok
+    assert any("no op completed" in r for r in result.reasons)
