@@ -57,11 +57,9 @@ def canaries() -> list[str]:
 def _verdict(res: Any) -> str:
     # An error (an injector that could not start, a bad config) means the run
     # was not the one asked for: whatever it lost does not count as a catch.
-    if res.error:
-        return "error"
-    if res.crash or res.lost != 0 or res.invariant_violations:
+    if res.showed_a_bug:
         return "caught"
-    return "missed"
+    return "error" if res.error else "missed"
 
 
 def _trial(canary: str, chaos: Any, ladder: tuple[float, ...], seed: int) -> dict[str, Any]:

@@ -65,15 +65,20 @@ ROW_FIELDS = (
 
 
 def verdict(result: StressResult) -> str:
-    """``ok``/``FAIL`` for a run; ``caught``/``MISSED`` for a canary (broken on purpose).
+    """``ok``/``FAIL``/``ERROR`` for a run; ``caught``/``MISSED``/``ERROR`` for a canary.
 
-    The plugin turns ``FAIL`` into ``caught`` when the test that made the run
-    passed: the test expected the failure (a downstream broken variant).
+    ``ERROR`` is a run that could not do what was asked (an injector that did
+    not start, a timeout): it neither passes nor catches anything. The plugin
+    turns ``FAIL`` into ``caught`` when the test that made the run passed: the
+    test expected the failure (a downstream broken variant).
     """
-    canary = result.workload.startswith("canary_")
-    if canary:
-        return "MISSED" if result.ok else "caught"
-    return "ok" if result.ok else "FAIL"
+    if result.workload.startswith("canary_"):
+        if result.showed_a_bug:
+            return "caught"
+        return "ERROR" if result.error else "MISSED"
+    if result.ok:
+        return "ok"
+    return "FAIL" if result.showed_a_bug or not result.error else "ERROR"
 
 
 def make_row(
@@ -85,6 +90,7 @@ def make_row(
     row.update({k: data[k] for k in ROW_FIELDS})
     row["churn"] = max(0, result.threads_started - result.threads)
     row["verdict"] = verdict(result)
+    row["showed_a_bug"] = result.showed_a_bug
     return row
 
 

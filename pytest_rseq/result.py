@@ -51,6 +51,14 @@ class StressResult:
         return self.ops / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
+    def showed_a_bug(self) -> bool:
+        """True when the run itself exposed a bug: lost or invented counts, a crash,
+        or a broken invariant. A run that stopped on an error shows nothing."""
+        if self.error and not self.crash:
+            return False
+        return bool(self.crash or self.lost != 0 or self.invariant_violations)
+
+    @property
     def lost(self) -> int:
         """How many counts the rseq path lost (negative: it invented some)."""
         return self.expected - self.observed

@@ -106,9 +106,18 @@ def test_rows_are_json_safe_and_verdicts_name_canaries() -> None:
     row = report.make_row(make_result(), test="t::a", index=0, worker="gw0", host="h-1")
     assert json.loads(json.dumps(row)) == row
     assert row["churn"] == 3 and row["verdict"] == "ok"
-    assert report.verdict(make_result(ok=False)) == "FAIL"
-    assert report.verdict(make_result(workload="canary_racy", ok=False)) == "caught"
+    assert report.verdict(make_result(ok=False, observed=90)) == "FAIL"
+    assert report.verdict(make_result(ok=False, error="injector failed")) == "ERROR"
+    assert report.verdict(make_result(workload="canary_racy", ok=False, observed=90)) == "caught"
+    assert report.verdict(make_result(workload="canary_racy", ok=False, crash="SIGSEGV")) == (
+        "caught"
+    )
     assert report.verdict(make_result(workload="canary_racy", ok=True)) == "MISSED"
+    # Not ok for another reason (no evidence, a timeout): nothing was caught.
+    assert report.verdict(make_result(workload="canary_racy", ok=False)) == "MISSED"
+    assert report.verdict(make_result(workload="canary_racy", ok=False, error="timeout")) == (
+        "ERROR"
+    )
 
 
 def test_summary_table_and_per_cpu_chart() -> None:
