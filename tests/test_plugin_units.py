@@ -204,10 +204,15 @@ def test_a_failed_run_in_a_passing_test_counts_as_caught() -> None:
 
     from pytest_rseq.plugin import _with_outcome
 
-    row = report.make_row(make_result(ok=False), test="t::a", index=0, worker="main", host="h")
+    row = report.make_row(
+        make_result(ok=False, observed=90), test="t::a", index=0, worker="main", host="h"
+    )
     passed = SimpleNamespace(outcome="passed", passed=True)
     failed = SimpleNamespace(outcome="failed", passed=False)
     assert _with_outcome(row, passed)["verdict"] == "caught"  # type: ignore[arg-type]
     assert _with_outcome(row, failed)["verdict"] == "FAIL"  # type: ignore[arg-type]
+    # Not ok without showing a bug (e.g. no evidence): a passing test does not make it a catch.
+    unproven = report.make_row(make_result(ok=False), test="t::a", index=0, worker="m", host="h")
+    assert _with_outcome(unproven, passed)["verdict"] == "FAIL"  # type: ignore[arg-type]
     ok_row = report.make_row(make_result(), test="t::a", index=0, worker="main", host="h")
     assert _with_outcome(ok_row, failed) == {**ok_row, "outcome": "failed"}  # type: ignore[arg-type]
