@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -41,12 +40,31 @@ def _offline() -> str:
     return OFFLINE.read_text().strip() if OFFLINE.exists() else ""
 
 
-@pytest.fixture(scope="session", autouse=True)
-def machine_left_as_found() -> Iterator[None]:
-    """Fail the run if it left a CPU offline or a pytest-rseq cgroup behind."""
-    offline, groups = _offline(), _plugin_cgroups()
-    yield
+_BEFORE = pytest.StashKey[tuple[str, list[str]]]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note the CPUs offline and orphaned plugin cgroups before anything runs."""
+    session.config.stash[_BEFORE] = (_offline(), _plugin_cgroups())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if it left a CPU offline or a pytest-rseq cgroup behind.
+
+    Hooks, not a session fixture: with xdist only hooks run on the controller,
+    which finishes after every worker is gone.
+    """
     if os.environ.get("PYTEST_XDIST_WORKER") is not None:
         return
-    assert _offline() == offline, f"CPUs offline changed: {offline!r} -> {_offline()!r}"
-    assert _plugin_cgroups() == groups, f"cgroups left behind: {_plugin_cgroups()}"
+    offline, groups = session.config.stash[_BEFORE]
+    problems = []
+    if _offline() != offline:
+        problems.append(f"CPUs offline changed: {offline!r} -> {_offline()!r}")
+    if _plugin_cgroups() != groups:
+        problems.append(f"cgroups left behind: {_plugin_cgroups()}")
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for problem in problems:
+            if reporter is not None:
+                reporter.write_line(f"machine not left as found: {problem}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
