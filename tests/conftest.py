@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,30 @@ def _session_leaves_nothing_behind() -> Iterator[None]:
     after = take_snapshot()
     changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     assert not changed, f"the test session left changes behind (before, after): {changed}"
+
+
+def processes_with_tag(tag: str) -> list[int]:
+    """PIDs (other than ours) whose initial environment holds ``tag`` ("NAME=value").
+
+    Unlike a children() walk this also finds processes reparented to init,
+    such as leaked grandchildren of a crashed stress child.
+    """
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if tag.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def process_tag(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[int]]:
+    """Tag every process started from now on (through the environment); the returned
+    callable lists the tagged processes still alive."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv("PRSEQ_TEST_TAG", value)
+    return lambda: processes_with_tag(f"PRSEQ_TEST_TAG={value}")

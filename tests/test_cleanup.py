@@ -123,9 +123,23 @@ def test_remove_group_refuses_foreign_folders(tmp_path: Path) -> None:
         cpuset.remove_group(tmp_path / "system.slice")
 
 
-def test_no_process_left_after_fork_churn_crash() -> None:
-    before = psutil.Process().children(recursive=True)
+def test_the_process_tag_finds_a_surviving_descendant(
+    process_tag: Callable[[], list[int]],
+) -> None:
+    """The detector below sees a process that outlives its parent (reparented to init)."""
+    subprocess.run(["sh", "-c", "sleep 30 >/dev/null 2>&1 &"], check=True)
+    survivors = process_tag()
+    assert survivors, "a detached, tagged sleep was not found"
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_no_process_left_after_a_crash_under_fork_churn(
+    process_tag: Callable[[], list[int]],
+) -> None:
+    """Nothing started by a run that crashed under fork churn (the stress child, its
+    forks, reparented or not) is alive afterwards."""
     result = run("canary_bad_signature", threads=2, duration=0.5, chaos=Chaos(fork_hz=200))
     assert result.crash == "SIGSEGV"
     time.sleep(0.05)
-    assert psutil.Process().children(recursive=True) == before
+    assert process_tag() == []

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -16,29 +14,14 @@ import pytest
 HANG_LIMIT_S = 60
 
 
-def _tagged_processes(tag: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if tag.encode() in (proc / "environ").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.parametrize("isolate", [True, False])
-def test_ctrl_c_stops_a_long_run(isolate: bool) -> None:
-    tag = f"PRSEQ_TEST_TAG={uuid.uuid4().hex}"
+def test_ctrl_c_stops_a_long_run(isolate: bool, process_tag: Callable[[], list[int]]) -> None:
     code = (
         "import pytest_rseq, sys; print('start', flush=True); "
         f"pytest_rseq.run('counter', threads=2, duration=120, isolate={isolate})"
     )
-    env = {**os.environ, tag.split("=")[0]: tag.split("=")[1]}
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"start"
@@ -52,4 +35,4 @@ def test_ctrl_c_stops_a_long_run(isolate: bool) -> None:
     assert proc.returncode != 0
     assert b"KeyboardInterrupt" in err
     time.sleep(0.2)
-    assert _tagged_processes(tag) == [], "a child process outlived the interrupted run"
+    assert process_tag() == [], "a child process outlived the interrupted run"
