@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -239,7 +238,7 @@ def _main(argv: list[str]) -> int:
         os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq._child"])
     spec = json.loads(sys.stdin.read())
     out = run_spec(spec)
-    text = json.dumps(out, allow_nan=False, default=lambda v: None if math.isnan(v) else v)
+    text = json.dumps(out, allow_nan=False)
     with open(spec["result_path"], "w") as fh:
         fh.write(text)
     sys.stdout.flush()

@@ -229,12 +229,12 @@ def as_flags(settings: Settings, seed: int) -> list[str]:
     """The command-line flags that repeat ``settings`` with ``seed`` (``--rseq-json`` left out)."""
     flags = [f"--rseq-seed={seed}"]
     if settings.duration is not None:
-        flags.append(f"--rseq-duration={settings.duration:g}")
+        flags.append(f"--rseq-duration={settings.duration!r}")
     if settings.threads is not None:
         flags.append(f"--rseq-threads={settings.threads}")
     if settings.chaos is not None:
         base = Chaos().to_dict()
-        spec = [f"{k}={v:g}" for k, v in settings.chaos.to_dict().items() if v != base[k]]
+        spec = [f"{k}={v!r}" for k, v in settings.chaos.to_dict().items() if v != base[k]]
         flags.append("--rseq-chaos=" + (",".join(spec) or "none"))
     for name in ("path", "registration"):
         if getattr(settings, name) is not None:

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -111,7 +112,11 @@ def build_spec(
 
 def _child_env(registration: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    if PACKAGE_PARENT not in site.getsitepackages():
+        # A source checkout or a path tweak made us importable: make the child
+        # find the same package (an installed one it finds by itself, and
+        # putting site-packages first would shadow the standard library).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     if registration == "own":
         tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
         tunables = [t for t in tunables if not t.startswith("glibc.pthread.rseq=")]
@@ -155,10 +160,12 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
             _, err = proc.communicate(json.dumps(spec).encode(), timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
+            _, err = proc.communicate()
             return {
                 "error": f"the child did not finish within {limit:.0f} s and was killed",
                 "crash": "timeout",
                 "runs": {},
+                "stderr": err.decode(errors="replace")[-4000:],
             }
         except BaseException:
             _kill_group(proc)
@@ -386,6 +393,8 @@ def run(
         CapabilityMissing: the machine cannot do what was asked.
         WorkloadError: a workload library could not be loaded.
     """
+    if not isinstance(isolate, bool):
+        raise ValueError(f"isolate must be True or False, got {isolate!r}")
     spec = build_spec(
         workload,
         threads=threads,

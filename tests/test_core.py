@@ -106,6 +106,7 @@ def test_repro_line_repeats_the_failure() -> None:
         ({"registration": "mine"}, "'mine'"),
         ({"seed": -1}, "seed"),
         ({"chaos": "default"}, "'default'"),
+        ({"isolate": None}, "None"),
     ],
 )
 def test_bad_input_is_a_value_error_naming_the_value(kwargs: dict, named: str) -> None:
