@@ -56,14 +56,6 @@ void prseq_mask_change_end(struct prseq_run *run)
     __atomic_fetch_sub(&run->mask_busy, 1, __ATOMIC_SEQ_CST);
 }
 
-uint64_t chaos_rand(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static int stopping(struct chaos *c)
 {
     return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE) ||
@@ -136,7 +128,7 @@ int chaos_add(struct chaos *c, const char *name, double hz,
 static pid_t pick_worker(struct chaos *c, uint64_t *rng, struct prseq_slot **slot)
 {
     struct prseq_run *run = c->run;
-    uint32_t first = (uint32_t)(chaos_rand(rng) % run->nr_slots);
+    uint32_t first = (uint32_t)(prseq_rand(rng) % run->nr_slots);
 
     for (uint32_t k = 0; k < run->nr_slots; k++) {
         struct prseq_slot *s = &run->slots[(first + k) % run->nr_slots];
@@ -316,7 +308,7 @@ static int affinity_setup(struct chaos *c)
 static void affinity_fire(struct chaos *c, uint64_t *rng)
 {
     pid_t tid = pick_worker(c, rng, NULL);
-    const cpu_set_t *mask = &c->masks[chaos_rand(rng) % (uint64_t)c->nr_masks];
+    const cpu_set_t *mask = &c->masks[prseq_rand(rng) % (uint64_t)c->nr_masks];
     int rc;
 
     if (tid <= 0)

@@ -66,7 +66,6 @@ struct chaos {
 
 int chaos_add(struct chaos *c, const char *name, double hz,
               void (*fire)(struct chaos *, uint64_t *));
-uint64_t chaos_rand(uint64_t *rng);
 
 /* chaos_sys.c: cgroup cpusets, CPU hotplug and fork churn. */
 int chaos_cpuset_setup(struct chaos *c);

@@ -75,7 +75,7 @@ int chaos_cpuset_setup(struct chaos *c)
 
 void chaos_cpuset_fire(struct chaos *c, uint64_t *rng)
 {
-    int pick = (int)(chaos_rand(rng) % (uint64_t)c->nr_choices);
+    int pick = (int)(prseq_rand(rng) % (uint64_t)c->nr_choices);
     int rc;
 
     if (pick == c->last_choice)
@@ -158,7 +158,7 @@ void chaos_hotplug_fire(struct chaos *c, uint64_t *rng)
         if (rc == 0)
             c->offline_cpu = -1;
     } else {
-        cpu = c->hotplug_cpus[chaos_rand(rng) % (uint64_t)c->nr_hotplug];
+        cpu = c->hotplug_cpus[prseq_rand(rng) % (uint64_t)c->nr_hotplug];
         rc = set_online(c, cpu, 0);
         if (rc == 0)
             c->offline_cpu = cpu;

@@ -70,7 +70,7 @@ void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
     __atomic_store_n(&run->stop, 1, __ATOMIC_RELEASE);
 }
 
-static uint64_t splitmix64(uint64_t *x)
+uint64_t prseq_rand(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -89,7 +89,7 @@ static uint64_t pick_lifetime(struct prseq_run *run, struct prseq_slot *s)
         return 0;
     mean_ns = (double)run->nr_slots / run->cfg->churn_hz * 1e9;
     x = run->cfg->seed ^ ((uint64_t)s->t.index << 32) ^ run->threads_started;
-    return (uint64_t)(mean_ns / 2 + mean_ns * ((double)(splitmix64(&x) >> 11) / 9007199254740992.0));
+    return (uint64_t)(mean_ns / 2 + mean_ns * ((double)(prseq_rand(&x) >> 11) / 9007199254740992.0));
 }
 
 static void record_violation(struct prseq_run *run, uint64_t kind, uint64_t a, uint64_t b,

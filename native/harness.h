@@ -18,7 +18,6 @@ struct prseq_slot {
     pid_t tid;                 /* kernel TID while running, 0 otherwise */
     uint64_t budget;           /* ops this slot must do (UINT64_MAX = none) */
     uint64_t ops;              /* ops done over every thread of this slot */
-    uint64_t aborts;
     uint64_t migrations;
     uint32_t last_cpu;         /* CPU the slot's last thread was last seen on */
     uint64_t lifetime_ns;      /* churn: how long the current thread lives */
@@ -58,6 +57,9 @@ void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
 /* The first required field of `w` that is wrong ("abi_version", "create", ...),
  * or NULL when the workload can run. */
 const char *prseq_workload_problem(const struct prseq_workload *w);
+
+/* splitmix64: the seeded generator of every schedule (churn, injectors). */
+uint64_t prseq_rand(uint64_t *state);
 
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t prseq_now_ns(void);

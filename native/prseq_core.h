@@ -22,7 +22,6 @@
 #define PRSEQ_OWNER_WORKLOAD 3 /* the workload registers its own area (own mode) */
 
 #define PRSEQ_MAX_THREADS 1024
-#define PRSEQ_ERRMSG_LEN 256
 
 /* What the running process has: the ABI as glibc and the kernel report it. */
 struct prseq_abi_info {
