@@ -233,47 +233,9 @@ static int counter_thread_init(void *state, struct prseq_thread *t)
     return 0;
 }
 
-static int op_cpu_id(void *state, struct prseq_thread *t)
-{
-    struct counter *c = state;
-    struct prseq_area *area = t->local;
-
-    for (;;) {
-        uint32_t cpu = __atomic_load_n(&area->cpu_id_start, __ATOMIC_RELAXED);
-        int rc;
-        if (cpu >= c->nr_shards)
-            return -ERANGE;
-        rc = prseq_arch_inc(area, &area->cpu_id, cpu, &c->shards[cpu].value, c->delay);
-        if (rc == 0)
-            return 0;
-        if (rc < 0)
-            t->aborts++;
-    }
-}
-
-/* mm_cid is read before the section and compared again inside it: reading
- * it outside only (librseq's old bug) lets two threads share a shard. */
-static int op_mm_cid(void *state, struct prseq_thread *t)
-{
-    struct counter *c = state;
-    struct prseq_area *area = t->local;
-
-    for (;;) {
-        uint32_t cid = __atomic_load_n(&area->mm_cid, __ATOMIC_RELAXED);
-        int rc;
-        if (cid >= c->nr_shards)
-            return -ERANGE;
-        rc = prseq_arch_inc(area, &area->mm_cid, cid, &c->shards[cid].value, c->delay);
-        if (rc == 0)
-            return 0;
-        if (rc < 0)
-            t->aborts++;
-    }
-}
-
 /* n ops of a built-in counter: the same section and retry rule as
- * op_cpu_id / op_mm_cid, inlined in a loop for the batch the harness calls
- * for built-ins (no call per op). *done counts committed ops. */
+ * the ABI's per-op functions below, inlined in a loop for the batch the
+ * harness calls for built-ins (no call per op). *done counts committed ops. */
 static inline __attribute__((always_inline)) int
 counter_ops(struct counter *c, struct prseq_thread *t, const uint32_t *index,
             const uint32_t *cmp, uint64_t n, uint64_t *done)
@@ -303,6 +265,23 @@ out:
     t->aborts += aborts;
     *done += i;
     return rc;
+}
+
+/* One op of each counter (the ABI's op): the batch code with n = 1.
+ * mm_cid is read before the section and compared again inside it: reading
+ * it outside only (librseq's old bug) lets two threads share a shard. */
+static int op_cpu_id(void *state, struct prseq_thread *t)
+{
+    struct prseq_area *area = t->local;
+    uint64_t done = 0;
+    return counter_ops(state, t, &area->cpu_id_start, &area->cpu_id, 1, &done);
+}
+
+static int op_mm_cid(void *state, struct prseq_thread *t)
+{
+    struct prseq_area *area = t->local;
+    uint64_t done = 0;
+    return counter_ops(state, t, &area->mm_cid, &area->mm_cid, 1, &done);
 }
 
 /* The harness's fast path for the two counters: a whole batch per call. */
