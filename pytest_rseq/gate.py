@@ -97,7 +97,7 @@ def seccomp_after_start_check(errno_name: str, registration: str) -> Callable[..
     """
 
     def check(fp: dict[str, Any]) -> tuple[str, str]:
-        from .runner import seccomp_after_start
+        from .child_process import seccomp_after_start
 
         if registration == "auto" and fp.get("owner") != "glibc":
             return SKIP, f"glibc does not register rseq here (owner {fp.get('owner')})"

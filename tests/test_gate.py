@@ -155,7 +155,7 @@ def test_a_bad_command_line_is_not_could_not_test() -> None:
 def test_real_time_signal_names() -> None:
     import signal
 
-    from pytest_rseq.runner import signal_name
+    from pytest_rseq.child_process import signal_name
 
     assert signal_name(signal.SIGSEGV) == "SIGSEGV"
     assert signal_name(signal.SIGRTMIN + 4) == "SIGRTMIN+4"

@@ -1,0 +1,196 @@
+"""Low-level: the stress child as a process: start it, feed it, read it, kill its group.
+
+Every run with ``isolate=True`` happens in ``python -m pytest_rseq._child``,
+started in a new session so the whole process group (fork-churn children
+included) can be killed on a timeout, a Ctrl-C or after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import perf
+from .workload import preload_env
+
+# On top of the run's own deadlines: interpreter start-up and the result file.
+CHILD_GRACE_S = 30.0
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def child_env(registration: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if PACKAGE_PARENT not in site.getsitepackages():
+        # A source checkout or a path tweak made us importable: make the child
+        # find the same package (an installed one it finds by itself, and
+        # putting site-packages first would shadow the standard library).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    if registration == "own":
+        tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+        tunables = [t for t in tunables if not t.startswith("glibc.pthread.rseq=")]
+        env["GLIBC_TUNABLES"] = ":".join([*tunables, "glibc.pthread.rseq=0"])
+    return env
+
+
+def child_argv(registration: str) -> list[str]:
+    argv = [sys.executable, "-m", "pytest_rseq._child"]
+    if registration.startswith("blocked-"):
+        argv += ["--block", registration.split("-", 1)[1].upper()]
+    return argv
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``spec`` in a fresh child process (its own session) and return the raw result.
+
+    A crash of the child comes back as ``{"crash": "SIGSEGV", ...}``; the
+    child's process group is killed on timeout or when the caller is
+    interrupted (Ctrl-C, pytest-timeout).
+    """
+    limit = spec["duration"] * (32 if spec["path"] == "both" else 1) + CHILD_GRACE_S
+    with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
+        spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
+        perf_prefix, perf_out = perf.perf_wrapper(tmp)
+        proc = subprocess.Popen(
+            perf_prefix + child_argv(spec["registration"]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=preload_env(child_env(spec["registration"]), spec),
+            start_new_session=True,
+        )
+        try:
+            _, err = proc.communicate(json.dumps(spec).encode(), timeout=limit)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            _, err = proc.communicate()
+            return {
+                "error": f"the child did not finish within {limit:.0f} s and was killed",
+                "crash": "timeout",
+                "runs": {},
+                "stderr": err.decode(errors="replace")[-4000:],
+            }
+        except BaseException:
+            kill_group(proc)
+            raise
+        finally:
+            reap_group(proc.pid)
+        stderr = err.decode(errors="replace")[-4000:]
+        try:
+            with open(spec["result_path"]) as fh:
+                raw: dict[str, Any] = json.load(fh)
+        except (OSError, ValueError):
+            raw = {"runs": {}}
+        raw["perf"] = perf.read_perf(perf_out)
+    raw["stderr"] = stderr
+    raw["returncode"] = proc.returncode
+    if proc.returncode < 0:
+        raw["crash"] = signal_name(-proc.returncode)
+    elif raw["perf"].get("available") and not raw["runs"] and perf.perf_crash(stderr):
+        raw["crash"] = perf.perf_crash(stderr)
+    elif proc.returncode != 0 and not raw["runs"]:
+        raw["error"] = f"the child exited with status {proc.returncode}: {stderr.strip()[-500:]}"
+    return raw
+
+
+def reap_group(pgid: int) -> None:
+    """Kill what the child left in its process group (fork-churn grandchildren)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11; real-time signals as ``SIGRTMIN+n`` (Python names only two)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"signal {number}"
+
+
+@dataclass(frozen=True)
+class SeccompAfterStart:
+    """What happened when an rseq-blocking seccomp filter went in after start.
+
+    ``outcome`` is ``"abort"`` (the new thread killed the process, as glibc
+    >= 2.35 does when it owns registration: "rseq registration failed"),
+    ``"survived"`` (the thread started: glibc does not register, or does not
+    abort) or ``"error"`` (the scenario itself could not run).
+    """
+
+    errno: str
+    outcome: str
+    signal: str | None
+    glibc_message: bool
+    registration: str
+    stderr: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-safe mapping."""
+        return asdict(self)
+
+
+def seccomp_after_start(
+    errno_name: str = "ENOSYS", registration: str = "auto"
+) -> SeccompAfterStart:
+    """Install an rseq-blocking seccomp filter in a running child, then start a thread.
+
+    The child is expected to die (glibc aborts); the crash is captured and
+    reported, never raised. ``registration`` is ``"auto"`` or ``"own"`` (glibc's
+    registration off by tunable: the thread then starts).
+
+    Raises:
+        ValueError: ``errno_name`` is not ENOSYS or EPERM, or a bad registration.
+    """
+    if errno_name not in ("ENOSYS", "EPERM"):
+        raise ValueError(f"errno_name must be ENOSYS or EPERM; got {errno_name!r}")
+    if registration not in ("auto", "own"):
+        raise ValueError(f"registration must be auto or own; got {registration!r}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_rseq._child", "--seccomp-after-start", errno_name],
+        env=child_env(registration),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=CHILD_GRACE_S)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill_group(proc)
+        out, err = proc.communicate()
+    finally:
+        kill_group(proc)
+    stderr = err.decode(errors="replace")[-2000:]
+    if timed_out:
+        outcome, sig = "error", None
+    elif proc.returncode < 0:
+        outcome, sig = "abort", signal_name(-proc.returncode)
+    elif proc.returncode == 0 and "thread-started" in out.decode(errors="replace"):
+        outcome, sig = "survived", None
+    else:
+        outcome, sig = "error", None
+    return SeccompAfterStart(
+        errno=errno_name,
+        outcome=outcome,
+        signal=sig,
+        glibc_message="rseq registration failed" in stderr,
+        registration=registration,
+        stderr=stderr,
+    )
