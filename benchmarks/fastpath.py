@@ -16,6 +16,7 @@ Two figures per run:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,38 +318,24 @@ def render(section: dict[str, Any]) -> str:
         "per-repeat ratios, cpu / wall):",
         "",
     ]
-    rows = []
-    for name in section["speedup_vs_atomic"]["cpu_ns"]:
-        rows.append(
-            [
-                name,
-                *(
-                    f"{fmt(section['speedup_vs_atomic']['cpu_ns'][name][t])}x / "
-                    f"{fmt(section['speedup_vs_atomic']['wall_ns'][name][t])}x"
-                    for t in threads
-                ),
-            ]
+    out.append(
+        table(
+            ["variant", *(f"{t} thr" for t in threads)],
+            _cpu_wall_rows(section["speedup_vs_atomic"], threads, lambda v: f"{fmt(v)}x"),
         )
-    out.append(table(["variant", *(f"{t} thr" for t in threads)], rows))
+    )
     out += [
         "",
         "Harness overhead (harness ns / tight-loop ns - 1, median of per-repeat "
         "ratios, cpu / wall):",
         "",
     ]
-    rows = []
-    for pair in section["harness_overhead"]["cpu_ns"]:
-        rows.append(
-            [
-                pair,
-                *(
-                    f"{_pct(section['harness_overhead']['cpu_ns'][pair][t])} / "
-                    f"{_pct(section['harness_overhead']['wall_ns'][pair][t])}"
-                    for t in threads
-                ),
-            ]
+    out.append(
+        table(
+            ["harness vs", *(f"{t} thr" for t in threads)],
+            _cpu_wall_rows(section["harness_overhead"], threads, _pct),
         )
-    out.append(table(["harness vs", *(f"{t} thr" for t in threads)], rows))
+    )
     out += [
         "",
         "Busy fraction of the threads' CPUs (cpu / (wall x CPUs used)); "
@@ -361,6 +348,22 @@ def render(section: dict[str, Any]) -> str:
     ]
     out.append(table(["variant", *(f"{t} thr" for t in threads)], rows))
     return "\n".join(out)
+
+
+def _cpu_wall_rows(
+    ratios: dict[str, Any], threads: Any, cell: Callable[[Any], str]
+) -> list[list[str]]:
+    """One row per name of ``ratios`` ({"cpu_ns": ..., "wall_ns": ...}): "cpu / wall" cells."""
+    return [
+        [
+            name,
+            *(
+                f"{cell(ratios['cpu_ns'][name][t])} / {cell(ratios['wall_ns'][name][t])}"
+                for t in threads
+            ),
+        ]
+        for name in ratios["cpu_ns"]
+    ]
 
 
 def _pct(value: float | None) -> str:
