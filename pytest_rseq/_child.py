@@ -1,9 +1,10 @@
 """Low-level: the child-process side of a run.
 
 The parent (runner.py) starts ``python -m pytest_rseq._child`` in a new
-session, writes the run's spec as JSON to its stdin, and reads the result
-from the file named in the spec. A crash of the workload only kills this
-process. ``--block ENOSYS|EPERM`` installs a seccomp filter that makes the
+session, gives it the run's spec as JSON on its stdin, and reads the result
+from the file named in the spec once this process has exited. A crash of the
+workload only kills this process. When the process that started it dies,
+this process undoes its changes and exits (``parent_watch.py``). ``--block ENOSYS|EPERM`` installs a seccomp filter that makes the
 rseq syscall fail and re-executes the child, so glibc starts without rseq,
 exactly as under a container profile that blocks it.
 """
@@ -237,7 +238,12 @@ def _main(argv: list[str]) -> int:
             return 3
         os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq._child"])
     spec = json.loads(sys.stdin.read())
+    from .parent_watch import watch_owner
+
+    watch = watch_owner(spec)
     out = run_spec(spec)
+    if watch is not None:
+        watch.run_returned()  # does not return when the owner died meanwhile
     text = json.dumps(out, allow_nan=False)
     with open(spec["result_path"], "w") as fh:
         fh.write(text)

@@ -2,7 +2,11 @@
 
 Every run with ``isolate=True`` happens in ``python -m pytest_rseq._child``,
 started in a new session so the whole process group (fork-churn children
-included) can be killed on a timeout, a Ctrl-C or after a crash.
+included) can be killed on a timeout, a Ctrl-C or after a crash. The spec goes
+in and stderr comes back through files, and the result is read from its file
+when the child has exited: a process the workload started that outlives the
+child holds no pipe the parent waits on. The child carries its owner's tag
+(``stale.OWNER_ENV``) and dies, undoing its changes, when the owner dies.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from . import perf
+from . import perf, stale
 from .workload import preload_env
 
 # On top of the run's own deadlines: interpreter start-up and the result file.
@@ -28,7 +32,9 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 def child_env(registration: str) -> dict[str, str]:
+    """The stress child's environment: ours, tagged with its owner (this process)."""
     env = dict(os.environ)
+    env[stale.OWNER_ENV] = stale.owner_tag()
     if PACKAGE_PARENT not in site.getsitepackages():
         # A source checkout or a path tweak made us importable: make the child
         # find the same package (an installed one it finds by itself, and
@@ -64,32 +70,37 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     limit = spec["duration"] * (32 if spec["path"] == "both" else 1) + CHILD_GRACE_S
     with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
         spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
+        spec_path = os.path.join(tmp, "spec.json")
+        with open(spec_path, "w") as fh:
+            json.dump(spec, fh)
         perf_prefix, perf_out = perf.perf_wrapper(tmp)
-        proc = subprocess.Popen(
-            perf_prefix + child_argv(spec["registration"]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=preload_env(child_env(spec["registration"]), spec),
-            start_new_session=True,
-        )
-        try:
-            _, err = proc.communicate(json.dumps(spec).encode(), timeout=limit)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            _, err = proc.communicate()
-            return {
-                "error": f"the child did not finish within {limit:.0f} s and was killed",
-                "crash": "timeout",
-                "runs": {},
-                "stderr": err.decode(errors="replace")[-4000:],
-            }
-        except BaseException:
-            kill_group(proc)
-            raise
-        finally:
-            reap_group(proc.pid)
-        stderr = err.decode(errors="replace")[-4000:]
+        # Files, not pipes: a process the workload started may outlive the
+        # child and hold its output open; the run is over when the child exits.
+        with open(spec_path, "rb") as stdin, open(os.path.join(tmp, "stderr"), "w+b") as errf:
+            proc = subprocess.Popen(
+                perf_prefix + child_argv(spec["registration"]),
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=errf,
+                env=preload_env(child_env(spec["registration"]), spec),
+                start_new_session=True,
+            )
+            try:
+                proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                return {
+                    "error": f"the child did not finish within {limit:.0f} s and was killed",
+                    "crash": "timeout",
+                    "runs": {},
+                    "stderr": _tail(errf, 4000),
+                }
+            except BaseException:
+                kill_group(proc)
+                raise
+            finally:
+                reap_group(proc.pid)
+            stderr = _tail(errf, 4000)
         try:
             with open(spec["result_path"]) as fh:
                 raw: dict[str, Any] = json.load(fh)
@@ -105,6 +116,13 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     elif proc.returncode != 0 and not raw["runs"]:
         raw["error"] = f"the child exited with status {proc.returncode}: {stderr.strip()[-500:]}"
     return raw
+
+
+def _tail(fh: BinaryIO, limit: int) -> str:
+    """The last ``limit`` bytes written to ``fh``, decoded."""
+    fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, fh.tell() - limit))
+    return fh.read().decode(errors="replace")
 
 
 def reap_group(pgid: int) -> None:

@@ -4,8 +4,11 @@ The parent (the pytest process) creates one group per run, named
 ``pytest-rseq-<owner pid>-<n>``, under the cpuset cgroup it runs in, and
 hands its paths to the child. The child's native injector moves its worker
 threads in and rewrites ``cpuset.cpus``; the parent removes the group by name
-after the child exits, also after SIGKILL. Groups whose owner pid is dead are
-removed at the next start. Nothing is written outside groups made here.
+after the child exits, also after SIGKILL. When the parent dies first, the
+child moves its threads back to the group's parent folder and removes the group
+itself (``parent_watch.py``). Groups whose owner pid is dead are removed at the
+next start (``stale.py``). Nothing is written outside groups made here, except
+the child's own threads moved back where they came from.
 
 cgroup v1 (``cpuset`` hierarchy): the group gets ``cpuset.mems`` and
 ``cpuset.cpus``; TIDs go to ``tasks``. cgroup v2: the group is a threaded
@@ -256,6 +259,21 @@ def remove_stale(host: CpusetHost | None = None) -> list[Path]:
         if match and not psutil.pid_exists(int(match.group(1))) and remove_group(path):
             removed.append(path)
     return removed
+
+
+def leave_group(spec: dict[str, Any]) -> None:
+    """Child side: move every thread of this process back to the folder the group was made in.
+
+    Used by a stress child whose owner died, so that it can remove the group
+    itself (a group with tasks in it cannot be removed).
+    """
+    base = Path(spec["path"]).parent
+    if spec.get("procs"):
+        _write(base / "cgroup.procs", str(os.getpid()))
+        return
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):
+            _write(base / "tasks", tid)
 
 
 def join_process(spec: dict[str, Any]) -> None:

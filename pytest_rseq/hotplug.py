@@ -24,6 +24,7 @@ from .errors import CapabilityMissing
 
 SYSFS_CPU = Path("/sys/devices/system/cpu")
 STATE_DIR = Path(os.environ.get("PYTEST_RSEQ_STATE_DIR", "/run/pytest-rseq"))
+LOCK_NAME = "hotplug.lock"
 _STATE = re.compile(r"^hotplug-(\d+)\.json$")
 
 
@@ -53,6 +54,11 @@ def check(allowed: set[int], sysfs: Path = SYSFS_CPU) -> list[int]:
     return cpus
 
 
+def state_path(state_dir: Path = STATE_DIR) -> Path:
+    """This process's state file (the stress child restores it when this process dies)."""
+    return state_dir / f"hotplug-{os.getpid()}.json"
+
+
 def record(cpus: list[int], sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR) -> Path:
     """Write the online state of ``cpus`` to this process's state file; return its path."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +66,7 @@ def record(cpus: list[int], sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR
         "pid": os.getpid(),
         "online": {str(c): (sysfs / f"cpu{c}" / "online").read_text().strip() for c in cpus},
     }
-    path = state_dir / f"hotplug-{os.getpid()}.json"
+    path = state_path(state_dir)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, path)
@@ -97,6 +103,18 @@ def restore_stale(sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR) -> list[
     return changed
 
 
+def restore_stale_if_idle(sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR) -> list[int]:
+    """:func:`restore_stale` unless a live hotplug run holds the lock (it restored them itself)."""
+    if not state_dir.is_dir():
+        return []
+    with open(state_dir / LOCK_NAME, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []
+        return restore_stale(sysfs, state_dir)
+
+
 @contextlib.contextmanager
 def guard(
     cpus: list[int], sysfs: Path = SYSFS_CPU, state_dir: Path = STATE_DIR
@@ -111,7 +129,7 @@ def guard(
     and leave it so.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "hotplug.lock", "w") as lock:
+    with open(state_dir / LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         restore_stale(sysfs, state_dir)
         online = [c for c in cpus if (sysfs / f"cpu{c}" / "online").read_text().strip() == "1"]

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from . import cpuset, hotplug
+from . import cpuset, hotplug, stale
 from .chaos import Chaos
 from .child_process import run_isolated
 from .errors import CapabilityMissing, WorkloadError
@@ -111,9 +111,10 @@ def machine_changes(spec: dict[str, Any]) -> Iterator[list[str]]:
     """
     chaos = spec["chaos"]
     problems: list[str] = []
+    if chaos["cpuset_hz"] > 0 or chaos["hotplug_hz"] > 0:
+        stale.restore()  # before the checks: a killed run may have left CPU 1 offline
     with contextlib.ExitStack() as stack:
         if chaos["cpuset_hz"] > 0:
-            cpuset.remove_stale()
             group = cpuset.create_group(sorted(os.sched_getaffinity(0)))
             spec["cpuset"] = group.to_spec()
 
@@ -125,14 +126,18 @@ def machine_changes(spec: dict[str, Any]) -> Iterator[list[str]]:
         if chaos["hotplug_hz"] > 0:
             cpus = hotplug.check(set(os.sched_getaffinity(0)))
             spec["hotplug_cpus"] = stack.enter_context(hotplug.guard(cpus))
+            spec["hotplug_state"] = str(hotplug.state_path())
         yield problems
 
 
 def cleanup_stale() -> dict[str, list[str]]:
-    """Undo what killed runs left behind: cpuset groups and offline CPUs of dead owners."""
-    groups = [str(p) for p in cpuset.remove_stale()]
-    cpus = [str(c) for c in hotplug.restore_stale()] if os.geteuid() == 0 else []
-    return {"cpuset_groups": groups, "cpus_onlined": cpus}
+    """Undo what killed runs left behind: orphans, cpuset groups and offline CPUs of dead owners."""
+    done = stale.restore()
+    return {
+        "orphans_killed": [str(p) for p in done.orphans],
+        "cpuset_groups": [str(p) for p in done.groups],
+        "cpus_onlined": [str(c) for c in done.cpus],
+    }
 
 
 def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
