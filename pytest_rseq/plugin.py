@@ -30,11 +30,13 @@ from typing import Any
 
 import pytest
 
-from . import options, report, seeds
+from . import json_target, options, report, seeds, sigterm
 from .fixtures import rseq_capabilities, rseq_stress, run_keywords
 from .session import MARKER_PROBLEM, ROWS, ROWS_SENT, STATE, Collector, State
 
 __all__ = ["rseq_capabilities", "rseq_stress"]  # fixtures, found by pytest on this plugin
+
+SIGTERM_BEFORE = pytest.StashKey[object]()
 
 MARKER_HELP = (
     "rseq(**kwargs): defaults for the rseq_stress fixture; the keywords are those "
@@ -88,13 +90,22 @@ def pytest_configure(config: pytest.Config) -> None:
         seed = seeds.session_seed(config, settings.seed, settings.seed_last)
         worker = "main"
     json_path = Path(config.invocation_params.dir, settings.json) if settings.json else None
+    if json_path is not None and settings.json and workerinput is None:
+        source = "--rseq-json" if config.getoption("--rseq-json") is not None else "ini rseq_json"
+        json_target.check_writable(json_path, source, settings.json)
     state = State(settings=settings, seed=seed, worker=worker, json_path=json_path)
     config.stash[STATE] = state
+    config.stash[SIGTERM_BEFORE] = sigterm.install()
     config.pluginmanager.register(Collector(config, state), "rseq-collector")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist_hooks import XdistHooks
 
         config.pluginmanager.register(XdistHooks(seed), "rseq-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Put back the SIGTERM disposition ``pytest_configure`` replaced."""
+    sigterm.uninstall(config.stash.get(SIGTERM_BEFORE, None))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
