@@ -102,3 +102,24 @@ def process_tag(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[int]]:
     value = uuid.uuid4().hex
     monkeypatch.setenv("PRSEQ_TEST_TAG", value)
     return lambda: processes_with_tag(f"PRSEQ_TEST_TAG={value}")
+
+
+def real_hotplug_unavailable() -> str | None:
+    """Why tests may not take real CPUs offline here, or None when they may."""
+    if os.environ.get("PYTEST_RSEQ_TEST_HOTPLUG") == "0":
+        return "PYTEST_RSEQ_TEST_HOTPLUG=0"
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return "under xdist: taking a CPU offline would disturb the other workers' runs"
+    if os.geteuid() != 0:
+        return "CPU hotplug needs root"
+    if not os.access("/sys/devices/system/cpu/cpu1/online", os.W_OK):
+        return "cpu1 is not hot-pluggable here"
+    return None
+
+
+@pytest.fixture
+def real_hotplug() -> None:
+    """Skip the test unless it may take real CPUs offline (see real_hotplug_unavailable)."""
+    why = real_hotplug_unavailable()
+    if why is not None:
+        pytest.skip(why)

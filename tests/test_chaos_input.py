@@ -275,22 +275,7 @@ def test_hotplug_state_of_a_dead_owner_is_restored_at_next_start(tmp_path: Path)
     assert list(state.iterdir()) == []
 
 
-def _real_hotplug_unavailable() -> str | None:
-    """Why the real hotplug test cannot run here, or None."""
-    if os.environ.get("PYTEST_RSEQ_TEST_HOTPLUG") == "0":
-        return "PYTEST_RSEQ_TEST_HOTPLUG=0"
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return "under xdist: taking a CPU offline would disturb the other workers' runs"
-    if os.geteuid() != 0:
-        return "CPU hotplug needs root"
-    if not os.access("/sys/devices/system/cpu/cpu1/online", os.W_OK):
-        return "cpu1 is not hot-pluggable here"
-    return None
-
-
-@pytest.mark.skipif(
-    _real_hotplug_unavailable() is not None, reason=str(_real_hotplug_unavailable())
-)
+@pytest.mark.usefixtures("real_hotplug")
 def test_real_hotplug_run_restores_every_cpu() -> None:
     online = Path("/sys/devices/system/cpu/online").read_text()
     affinity = os.sched_getaffinity(0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,8 +46,20 @@ static void *create(uint32_t n) {
     count = 0;
     return &count;
 }
+#ifdef FORKS_SLEEPER
+#include <unistd.h>
+static int forked;
+#endif
 static int op(void *s, struct prseq_thread *t) {
     (void)t;
+#ifdef FORKS_SLEEPER
+    /* Once: start a process that outlives the op and the run, holding the
+     * child's stdout and stderr. */
+    if (!__atomic_exchange_n(&forked, 1, __ATOMIC_ACQ_REL) && fork() == 0) {
+        execlp("sleep", "sleep", "60", (char *)NULL);
+        _exit(127);
+    }
+#endif
 #ifdef OP_CRASHES
     if (__atomic_load_n((unsigned long long *)s, __ATOMIC_RELAXED) > 1000) raise(SIGSEGV);
 #endif
@@ -296,3 +310,19 @@ def test_a_workload_that_never_completes_an_op_is_not_ok(tmp_path: Path) -> None
     assert result.ops == 0
     assert not result.ok
     assert any("no op completed" in r for r in result.reasons)
+
+
+def test_a_process_the_op_leaves_running_does_not_hang_the_run(
+    tmp_path: Path, process_tag: Callable[[], list[int]]
+) -> None:
+    """The result comes when the child exits, not when every holder of its output is gone:
+    a ``sleep 60`` forked by the op keeps the child's stdout/stderr open past the run."""
+    result = run(build(tmp_path, "sleeper", "FORKS_SLEEPER"), duration=0.3)
+    assert result.crash is None, result.details
+    result.assert_consistent()
+    # The sleeper sat in the child's process group, which is SIGKILLed after the
+    # run; it may take a moment to go (a bound, not a speed check).
+    deadline = time.monotonic() + 5
+    while process_tag() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_tag() == []
