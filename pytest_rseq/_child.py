@@ -4,9 +4,10 @@ The parent (runner.py) starts ``python -m pytest_rseq._child`` in a new
 session, gives it the run's spec as JSON on its stdin, and reads the result
 from the file named in the spec once this process has exited. A crash of the
 workload only kills this process. When the process that started it dies,
-this process undoes its changes and exits (``parent_watch.py``). ``--block ENOSYS|EPERM`` installs a seccomp filter that makes the
-rseq syscall fail and re-executes the child, so glibc starts without rseq,
-exactly as under a container profile that blocks it.
+this process undoes its changes and exits (``parent_watch.py``).
+``--block ENOSYS|EPERM`` installs a seccomp filter that makes the rseq
+syscall fail and re-executes the child, so glibc starts without rseq, exactly
+as under a container profile that blocks it.
 """
 
 from __future__ import annotations

@@ -111,8 +111,11 @@ def machine_changes(spec: dict[str, Any]) -> Iterator[list[str]]:
     """
     chaos = spec["chaos"]
     problems: list[str] = []
+    # Before the checks: a killed run may have left CPU 1 offline.
     if chaos["cpuset_hz"] > 0 or chaos["hotplug_hz"] > 0:
-        stale.restore()  # before the checks: a killed run may have left CPU 1 offline
+        stale.restore()
+    else:
+        stale.restore_once()
     with contextlib.ExitStack() as stack:
         if chaos["cpuset_hz"] > 0:
             group = cpuset.create_group(sorted(os.sched_getaffinity(0)))

@@ -23,10 +23,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> Any:
-    """Make SIGTERM raise KeyboardInterrupt; return the disposition it replaced (None: untouched)."""
+    """Make SIGTERM raise KeyboardInterrupt; return what it replaced (None: left untouched)."""
     if threading.current_thread() is not threading.main_thread():
         return None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         return None
     return signal.signal(signal.SIGTERM, _interrupt)
 

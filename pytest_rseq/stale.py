@@ -128,6 +128,18 @@ class Restored:
     cpus: list[int] = field(default_factory=list)
 
 
+_restored_in = 0
+
+
+def restore_once() -> None:
+    """:func:`restore` on this process's first run (every run that changes the machine
+    calls :func:`restore` itself)."""
+    global _restored_in
+    if _restored_in != os.getpid():
+        _restored_in = os.getpid()
+        restore()
+
+
 def restore(proc: Path = PROC) -> Restored:
     """Undo what killed runs left: orphans first, then their cgroups, then offline CPUs."""
     done = Restored(orphans=kill_orphans(proc))
@@ -136,4 +148,3 @@ def restore(proc: Path = PROC) -> Restored:
     if os.geteuid() == 0:
         done.cpus = hotplug.restore_stale_if_idle()
     return done
-
