@@ -40,7 +40,7 @@ Tagged = Callable[[], list[int]]
 CHAOS = {
     "plain": "Chaos()",
     "cpuset": "Chaos(cpuset_hz=200)",
-    "hotplug": "Chaos(hotplug_hz=20)",
+    "hotplug": "Chaos(hotplug_hz=10)",
 }
 NEXT_CHAOS = {
     "plain": "Chaos()",
