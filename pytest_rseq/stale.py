@@ -7,8 +7,8 @@ boot, so a reused pid never passes for the owner. The child watches its owner
 (``parent_watch.py``) and undoes its own changes when the owner dies.
 
 When both died (``kill -9`` of the owner and the child), or the child could
-not finish, the next run that changes the machine calls :func:`restore`
-before any capability check:
+not finish, the first run of the next process, and every run with cpuset or
+hotplug chaos, calls :func:`restore` before any capability check:
 
 1. orphans are killed: processes whose initial environment holds our tag,
    whose command line is the stress child's, and whose owner is dead (pid
