@@ -1,5 +1,6 @@
 """``--rseq-json`` / ``rseq_json`` that cannot be written is a usage error at start (exit 4),
-naming the option and the path; nothing runs."""
+naming the option and the path; nothing runs. Missing folders under a writable one are
+created when the report is written, as before."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def test_runs(tmp_path_factory):
 
 def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, Path]:
     marker = pytester.path / "test-ran"
+    (pytester.path / "a-file").write_text("")
     pytester.makepyfile(TEST_FILE.format(marker=str(marker)))
     return pytester.runpytest_subprocess(*args), marker
 
@@ -23,9 +25,11 @@ def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, Path]
 @pytest.mark.parametrize(
     ("value", "why"),
     [
-        ("missing-dir/report.json", "does not exist"),
+        ("a-file/report.json", "a-file is not a directory"),
+        ("a-file/deeper/report.json", "a-file is not a directory"),
         (".", "is a directory"),
-        ("/proc/report.json", "cannot write there"),
+        ("/proc/report.json", "cannot write in /proc"),
+        ("/proc/missing/report.json", "cannot write in /proc"),
     ],
 )
 def test_unwritable_json_path_is_a_usage_error(
@@ -38,10 +42,10 @@ def test_unwritable_json_path_is_a_usage_error(
 
 
 def test_unwritable_json_path_from_the_ini_key_names_the_key(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nrseq_json = nowhere/report.json\n")
+    pytester.makeini("[pytest]\nrseq_json = a-file/report.json\n")
     result, marker = _run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini rseq_json: invalid value 'nowhere/report.json'*"])
+    result.stderr.fnmatch_lines(["*ini rseq_json: invalid value 'a-file/report.json'*"])
     assert not marker.exists()
 
 
@@ -55,13 +59,19 @@ def test_read_only_directory_is_a_usage_error(pytester: pytest.Pytester) -> None
     finally:
         folder.chmod(0o755)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--rseq-json*ro/report.json*cannot write there*"])
+    result.stderr.fnmatch_lines(["*--rseq-json*ro/report.json*cannot write in*ro*"])
     assert not marker.exists()
 
 
-def test_writable_path_is_accepted_and_probe_leaves_nothing(pytester: pytest.Pytester) -> None:
+def test_writable_paths_are_accepted_and_the_check_leaves_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    """An existing folder, and missing folders under a writable one (created at the end)."""
     (pytester.path / "out").mkdir()
-    result, marker = _run(pytester, "--rseq-json=out/report.json")
-    assert result.ret == 0
-    assert marker.exists()
-    assert [p.name for p in (pytester.path / "out").iterdir()] == ["report.json"]
+    for value in ("out/report.json", "new/deeper/report.json"):
+        result, marker = _run(pytester, f"--rseq-json={value}")
+        assert result.ret == 0, result.stderr.str()
+        assert marker.exists()
+    assert sorted(p.name for p in (pytester.path / "out").iterdir()) == ["report.json"]
+    assert (pytester.path / "new" / "deeper" / "report.json").exists()
+    assert not list(pytester.path.glob("**/.rseq-json-probe-*"))
