@@ -109,13 +109,15 @@ def _fit(
 
 
 def table_lines(rows: Sequence[dict[str, Any]], width: int) -> list[str]:
-    """The table: one line per run when the ids fit beside the figures, else grouped by test."""
-    labels = [label(r) for r in rows]
-    table, dropped = _fit(rows, width, "test", labels)
-    if not dropped and _table_width(table) <= width:
-        return table
+    """The table: one line per run when the ids fit beside the figures, else grouped by test.
+
+    The flat layout wins when it leaves out no more columns than the grouped one.
+    """
     runs = [f"{INDENT}#{r.get('index', 0)}" for r in rows]
     table, dropped = _fit(rows, width, "run", runs)
+    flat, flat_dropped = _fit(rows, width, "test", [label(r) for r in rows])
+    if _table_width(flat) <= width and len(flat_dropped) <= len(dropped):
+        return flat + _left_out(flat_dropped, width)
     lines = table[:2]
     previous = None
     for row, line in zip(rows, table[2:], strict=True):
@@ -125,11 +127,13 @@ def table_lines(rows: Sequence[dict[str, Any]], width: int) -> list[str]:
             lines.append(shorten_id(name, width))
             previous = group
         lines.append(line)
-    if dropped:
-        lines.append(
-            f"(left out at {width} columns: {', '.join(dropped)}; every figure is in --rseq-json)"
-        )
-    return lines
+    return lines + _left_out(dropped, width)
+
+
+def _left_out(headers: list[str], width: int) -> list[str]:
+    if not headers:
+        return []
+    return [f"(left out at {width} columns: {', '.join(headers)}; every figure is in --rseq-json)"]
 
 
 def summary_lines(rows: Sequence[dict[str, Any]], width: int = 100) -> list[str]:
