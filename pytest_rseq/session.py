@@ -87,9 +87,13 @@ class Collector:
         return int(getattr(getattr(tr, "_tw", None), "fullwidth", 0) or 100)
 
     def _write(self, line: str) -> None:
+        """Write ``line`` on a line of its own (xdist's progress dots leave one open)."""
         tr = self._terminal()
-        if tr is not None:
-            tr.write_line(line)
+        if tr is None:
+            return
+        if getattr(getattr(tr, "_tw", None), "width_of_current_line", 0):
+            tr.write("\n")
+        tr.write_line(line)
 
     def pytest_report_header(self) -> list[str]:
         """With ``-v``, the header lines at the start of the session."""
@@ -179,8 +183,13 @@ class Collector:
 
 
 def run_line(row: dict[str, Any], width: int) -> str:
-    """The controller's line for a run that finished on a worker."""
-    end = f": {row.get('workload')} {row.get('path')}, {row.get('duration_s', 0):.1f} s, "
-    end += report.status(row)
-    room = max(20, width - len("rseq: ") - len(end))
-    return f"rseq: {summary.shorten_id(summary.label(row), room)}{end}"
+    """The controller's line for a run that finished on a worker, e.g.
+    ``rseq: [gw1] t.py::test_a: FAILED: bug (canary_racy rseq, 0.1 s)``.
+
+    The test id stays whole; the details in parentheses go when the line would
+    be wider than ``width``.
+    """
+    test = str(row["test"]) + (f" #{row['index']}" if row.get("index") else "")
+    line = f"rseq: [{row.get('worker')}] {test}: {report.status(row)}"
+    details = f" ({row.get('workload')} {row.get('path')}, {row.get('duration_s', 0):.1f} s)"
+    return line + details if len(line) + len(details) <= width else line

@@ -20,6 +20,8 @@ from .report import format_table, per_cpu_chart, status, totals_line
 
 ELLIPSIS = "..."
 INDENT = "  "
+HEAD_MIN = 12
+"""Characters of a shortened id's start kept even when its function name is cut."""
 ABORT_CAUSES = ("signal", "membarrier", "preemption")
 """``aborts_by_cause`` keys, in the order of the ``sig/mb/pre`` column."""
 
@@ -34,7 +36,7 @@ def shorten_id(test: str, width: int) -> str:
         return test
     keep = max(width - len(ELLIPSIS), 2)
     tail = test[test.rfind("::") :] if "::" in test else ""
-    head_room = max(keep - len(tail), keep // 3)
+    head_room = max(keep - len(tail), min(HEAD_MIN, keep // 3))
     tail_room = keep - head_room
     return test[:head_room] + ELLIPSIS + (test[-tail_room:] if tail_room else "")
 

@@ -200,10 +200,12 @@ def test_json_report_rows_and_hosts(seeded: pytest.Pytester) -> None:
         assert row["worker"] in hosts[row["host"]]["workers"]
         assert row["ops"] > 0 and row["ops_per_s"] > 0
         assert sum(row["per_cpu"]) == row["observed"]
-        assert row["verdict"] == ("caught" if "canary" in row["test"] else "ok")
+        assert row["verdict"] == ("bug" if "canary" in row["test"] else "ok")
+        assert row["outcome"] == "passed"
     fp = next(iter(hosts.values()))["fingerprint"]
     assert {"kernel", "glibc", "owner", "glibc_rseq_size", "cpuset_writable", "hostname"} <= set(fp)
-    assert doc["verdicts"] == {"ok": 3, "caught": 1}
+    assert doc["verdicts"] == {"ok": 3, "bug": 1}
+    assert doc["totals"] == {"caught": 1, "ok": 3}
     assert sum(doc["per_cpu"]) == sum(sum(r["per_cpu"]) for r in doc["rows"])
     assert doc["flags"][0] == f"--rseq-seed={doc['seed']}"
 
