@@ -102,9 +102,14 @@ class Collector:
         self.state.header_shown = True
         return header_lines(self.state)
 
+    def _header_wanted(self) -> bool:
+        """Not shown yet, and pytest shows headers (not ``-q``, not ``--no-header``)."""
+        quiet = self.config.get_verbosity() < 0 or self.config.getoption("no_header", False)
+        return not (self.state.header_shown or quiet or is_worker(self.config))
+
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
         """The header lines after collection, when an rseq test was collected."""
-        if self.state.header_shown or not any(uses_rseq(item) for item in items):
+        if not self._header_wanted() or not any(uses_rseq(item) for item in items):
             return []
         self.state.header_shown = True
         return header_lines(self.state)
@@ -135,7 +140,7 @@ class Collector:
 
     def _xdist_progress(self, report: pytest.TestReport) -> None:
         worker = getattr(report, "rseq_test", None)
-        if worker is not None and not self.state.header_shown:
+        if worker is not None and self._header_wanted():
             self.state.header_shown = True
             for line in header_lines(self.state):
                 self._write(line)
