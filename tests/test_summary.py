@@ -171,3 +171,14 @@ def test_heartbeat_thread_emits_and_stops() -> None:
     assert emitted.wait(5)
     beat.close()
     assert lines[0].startswith("rseq: [gw0] t.py::test_a still running after ")
+
+
+def test_run_line_keeps_the_id_whole_and_drops_details_first() -> None:
+    from pytest_rseq.session import run_line
+
+    failed = row(LONG_ID, worker="gw1", index=1, workload="canary_racy", verdict="bug",
+                 outcome="failed", duration_s=1.04)  # fmt: skip
+    assert run_line(failed, 400) == (
+        f"rseq: [gw1] {LONG_ID} #1: FAILED: bug (canary_racy rseq, 1.0 s)"
+    )
+    assert run_line(failed, 80) == f"rseq: [gw1] {LONG_ID} #1: FAILED: bug"
