@@ -67,8 +67,9 @@ class LiveLine:
 
     def __enter__(self) -> LiveLine:
         self._start = self.clock()
-        if self.tty:
-            self.emit("", False)
+        # On a terminal an empty line to rewrite; in a log, what started and for how long.
+        start = "" if self.tty else f"rseq: {self.label} started, deadline {self.deadline_s:.1f} s"
+        self.emit(start, False)
         self._thread = threading.Thread(target=self._loop, name="pytest-rseq-progress", daemon=True)
         self._thread.start()
         return self
