@@ -11,8 +11,17 @@ from typing import Any
 import pytest
 
 from . import options, report, seeds
+from .errors import hide_for_caller_errors
 from .result import StressResult
 from .session import ROWS, STATE, is_worker
+
+
+def _hide_plugin_frame(excinfo: Any) -> bool:
+    """Hide the fixture's frames for the caller's errors and for the skips they raise,
+    so a failure shows the test's line and a skip is reported at it."""
+    return hide_for_caller_errors(excinfo) or (
+        excinfo is not None and bool(excinfo.errisinstance(pytest.skip.Exception))
+    )
 
 
 def run_keywords() -> list[str]:
@@ -51,6 +60,7 @@ def _live_emitter(config: pytest.Config) -> tuple[Callable[[str, bool], None], b
 def _run_with_progress(
     config: pytest.Config, workload: Any, kwargs: dict[str, Any]
 ) -> StressResult:
+    __tracebackhide__ = _hide_plugin_frame
     from .progress import LIVE_AFTER_S, LiveLine
     from .runner import run
 
@@ -85,6 +95,7 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
     rows = item.stash.setdefault(ROWS, [])
 
     def stress(workload: Any = None, **kwargs: Any) -> StressResult:
+        __tracebackhide__ = _hide_plugin_frame
         unknown = sorted(set(kwargs) - set(run_keywords()))
         if unknown:
             raise TypeError(f"rseq_stress() got unexpected keyword(s) {', '.join(unknown)}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RseqError
+from .errors import RseqError, hide_for_caller_errors
 
 # pyelftools is imported on the first lint() only: loading the plugin stays cheap.
 SHF_EXECINSTR = 0x4
@@ -335,6 +335,7 @@ def check_library(path: str | Path, *, signature: int | None = None) -> None:
         LintError: the library has findings.
         ValueError: ``path`` is missing or not a linked ELF file.
     """
+    __tracebackhide__ = hide_for_caller_errors
     findings = lint(path, signature=signature)
     if findings:
         raise LintError(str(path), findings)

@@ -14,7 +14,8 @@ How it works, in a few lines:
   that repeats it alone.
 * The controller collects the rows from ``pytest_runtest_logreport`` and
   prints one ``rseq`` summary; ``--rseq-json`` writes them (``session.py``,
-  rendering in ``report.py``).
+  rendering in ``summary.py`` and ``report.py``). The header lines appear only
+  when rseq tests are collected, or with ``-v``.
 
 Loading this module imports nothing native: the compiled core is loaded on
 the first run (or for the header's fingerprint), so a host without it still
@@ -108,15 +109,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sigterm.uninstall(config.stash.get(SIGTERM_BEFORE, None))
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    """The fingerprint in two lines and the flags that repeat the run's seeds."""
-    state = config.stash[STATE]
-    lines = [f"rseq: {line}" for line in report.fingerprint_lines(report.host_fingerprint())]
-    flags = " ".join(options.as_flags(state.settings, state.seed))
-    lines.append(f"rseq: repeat with {flags}")
-    return lines
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Check every ``@pytest.mark.rseq`` against ``run()``'s signature and value checks."""
     for item in items:
@@ -153,12 +145,8 @@ def repro_command(config: pytest.Config, nodeid: str) -> str:
 
 
 def _with_outcome(row: dict[str, Any], rep: pytest.TestReport) -> dict[str, Any]:
-    """The row with the test's outcome; a run that showed a bug in a passing test was
-    expected to (a deliberately broken downstream variant): caught."""
-    row = {**row, "outcome": rep.outcome}
-    if row["verdict"] == "FAIL" and rep.passed and row.get("showed_a_bug"):
-        row["verdict"] = "caught"
-    return row
+    """The row with the test's outcome (the summary reads the run's verdict with it)."""
+    return {**row, "outcome": rep.outcome}
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,4 +1,4 @@
-"""Metrics rows, host fingerprints, the ``rseq`` summary table, the per-CPU chart and the JSON.
+"""Metrics rows, host fingerprints, text tables, the per-CPU chart and the JSON.
 
 Everything here handles JSON-safe primitives only: a row is built on the
 process that ran the test, rides on the pytest report (through xdist too),
@@ -24,17 +24,6 @@ from .result import StressResult
 BAR_WIDTH = 40
 VOLATILE_KEYS = frozenset({"glibc_cpu_id"})
 """Fingerprint keys that differ between processes of one host (left out of ``host_id``)."""
-SUMMARY_COLUMNS = (
-    ("test", "test"),
-    ("path", "path"),
-    ("registration", "registration"),
-    ("ops/s", "ops_per_s"),
-    ("aborts", "aborts"),
-    ("migrations", "migrations"),
-    ("signals", "signals_delivered"),
-    ("churn", "churn"),
-    ("verdict", "verdict"),
-)
 ROW_FIELDS = (
     "workload",
     "path",
@@ -62,23 +51,8 @@ ROW_FIELDS = (
     "reasons",
     "repro",
 )
-
-
-def verdict(result: StressResult) -> str:
-    """``ok``/``FAIL``/``ERROR`` for a run; ``caught``/``MISSED``/``ERROR`` for a canary.
-
-    ``ERROR`` is a run that could not do what was asked (an injector that did
-    not start, a timeout): it neither passes nor catches anything. The plugin
-    turns ``FAIL`` into ``caught`` when the test that made the run passed: the
-    test expected the failure (a downstream broken variant).
-    """
-    if result.workload.startswith("canary_"):
-        if result.showed_a_bug:
-            return "caught"
-        return "ERROR" if result.error else "MISSED"
-    if result.ok:
-        return "ok"
-    return "FAIL" if result.showed_a_bug or not result.error else "ERROR"
+OPTIONAL_ROW_FIELDS = ("aborts_by_cause",)
+"""Result fields copied into a row when the result has them."""
 
 
 def make_row(
@@ -88,10 +62,61 @@ def make_row(
     data = result.to_dict()
     row: dict[str, Any] = {"test": test, "index": index, "worker": worker, "host": host}
     row.update({k: data[k] for k in ROW_FIELDS})
+    row.update({k: data[k] for k in OPTIONAL_ROW_FIELDS if k in data})
     row["churn"] = max(0, result.threads_started - result.threads)
-    row["verdict"] = verdict(result)
     row["showed_a_bug"] = result.showed_a_bug
+    row["verdict"] = row_verdict({**row, "verdict": data.get("verdict")})
     return row
+
+
+def row_verdict(row: dict[str, Any]) -> str:
+    """The run's own verdict: ``ok``, ``bug``, ``no-evidence`` or ``error``.
+
+    The ``verdict`` the result gave; derived from ``ok``, ``showed_a_bug`` and
+    ``error`` when it gave none.
+    """
+    given = row.get("verdict")
+    if isinstance(given, str) and given:
+        return given
+    if row.get("ok"):
+        return "ok"
+    if row.get("showed_a_bug"):
+        return "bug"
+    return "error" if row.get("error") else "no-evidence"
+
+
+def status(row: dict[str, Any]) -> str:
+    """What the summary shows for a run: its verdict, read with the test's outcome.
+
+    ``FAILED: <verdict>`` when the test failed; ``caught`` when the run showed
+    a bug and the test passed (it expected the bug); ``missed`` for a canary
+    run that showed none; otherwise the verdict.
+    """
+    word = row_verdict(row)
+    if word == "ok" and str(row.get("workload", "")).startswith("canary_"):
+        word = "missed"
+    outcome = row.get("outcome", "passed")
+    if outcome == "failed":
+        return f"FAILED: {word}"
+    if outcome == "skipped":
+        return f"skipped: {word}"
+    return "caught" if word == "bug" else word
+
+
+def totals(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Runs per status, failures grouped as ``failed (<verdict>)``; failures first."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        shown = status(row)
+        key = f"failed ({shown.split(': ', 1)[1]})" if shown.startswith("FAILED: ") else shown
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (not kv[0].startswith("failed"), kv[0])))
+
+
+def totals_line(rows: Sequence[dict[str, Any]]) -> str:
+    """E.g. ``4 stress run(s): 2 failed (bug), 2 ok``."""
+    parts = ", ".join(f"{n} {what}" for what, n in totals(rows).items())
+    return f"{len(rows)} stress run(s): {parts}"
 
 
 @lru_cache(maxsize=1)
@@ -170,7 +195,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[
 
 
 def _is_number(text: str) -> bool:
-    return text.replace(",", "").replace(".", "").isdigit()
+    return text.replace(",", "").replace(".", "").replace("/", "").isdigit()
 
 
 def _cell(value: Any) -> str:
@@ -181,33 +206,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def _short(test: str, width: int) -> str:
-    return test if len(test) <= width else "..." + test[-(width - 3) :]
-
-
-def summary_lines(rows: Sequence[dict[str, Any]], width: int = 100) -> list[str]:
-    """The ``rseq`` summary: one table row per stress run, then the per-CPU chart."""
-    table = []
-    for row in rows:
-        values = [row[key] for _, key in SUMMARY_COLUMNS]
-        test = row["test"] + (f" #{row['index']}" if row["index"] else "")
-        if row.get("worker") not in (None, "main"):
-            test += f" [{row['worker']}]"
-        values[0] = _short(test, max(60, width - 70))
-        table.append(values)
-    lines = format_table([h for h, _ in SUMMARY_COLUMNS], table)
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
-    lines.append("")
-    lines.append(
-        f"{len(rows)} stress run(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-    )
-    lines.append("")
-    lines.extend(per_cpu_chart(rows))
-    return lines
 
 
 def per_cpu_totals(rows: Iterable[dict[str, Any]]) -> list[int]:
@@ -265,6 +263,7 @@ def json_document(
         "rows": list(rows),
         "per_cpu": per_cpu_totals(rows),
         "verdicts": counts,
+        "totals": totals(rows),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import ConsistencyError
+from .errors import ConsistencyError, hide_for_caller_errors
 
 
 @dataclass
@@ -96,5 +96,6 @@ class StressResult:
 
     def assert_consistent(self) -> None:
         """Raise :class:`ConsistencyError` with full diagnostics unless ``ok``."""
+        __tracebackhide__ = hide_for_caller_errors
         if not self.ok:
             raise ConsistencyError(self.describe())

@@ -13,7 +13,7 @@ from typing import Any
 from . import cpuset, hotplug, stale
 from .chaos import Chaos
 from .child_process import run_isolated
-from .errors import CapabilityMissing, WorkloadError
+from .errors import CapabilityMissing, WorkloadError, hide_for_caller_errors
 from .result import StressResult
 from .workload import (
     WorkloadLike,
@@ -32,6 +32,7 @@ JOIN_TIMEOUT_S = 5.0
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    __tracebackhide__ = hide_for_caller_errors
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if not low <= value <= high:
@@ -40,6 +41,7 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int:
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    __tracebackhide__ = hide_for_caller_errors
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return str(value)
@@ -67,6 +69,7 @@ def build_spec(
         ValueError: any argument is out of range or of the wrong type; the
             message names the argument and the value.
     """
+    __tracebackhide__ = hide_for_caller_errors
     wl = as_workload(workload)
     if chaos is None:
         chaos = Chaos()
@@ -230,6 +233,7 @@ def run(
         CapabilityMissing: the machine cannot do what was asked.
         WorkloadError: a workload library could not be loaded.
     """
+    __tracebackhide__ = hide_for_caller_errors
     if not isinstance(isolate, bool):
         raise ValueError(f"isolate must be True or False, got {isolate!r}")
     spec = build_spec(

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import hide_for_caller_errors
+
 BUILTIN_WORKLOADS: tuple[str, ...] = (
     "counter",
     "counter_mm_cid",
@@ -46,6 +48,7 @@ class Workload:
         Raises:
             ValueError: ``name`` is not a built-in workload.
         """
+        __tracebackhide__ = hide_for_caller_errors
         if name not in BUILTIN_WORKLOADS:
             raise ValueError(
                 f"unknown workload {name!r}; built-in workloads: {', '.join(BUILTIN_WORKLOADS)}"
@@ -80,6 +83,7 @@ class Workload:
         Raises:
             ValueError: ``path`` does not exist or ``symbol`` is not an identifier.
         """
+        __tracebackhide__ = hide_for_caller_errors
         lib = Path(path)
         if not lib.is_file():
             raise ValueError(f"workload library {str(path)!r} does not exist")
@@ -122,6 +126,7 @@ def as_workload(workload: WorkloadLike) -> Workload:
     Raises:
         ValueError: an unknown name or a value of another type.
     """
+    __tracebackhide__ = hide_for_caller_errors
     if isinstance(workload, Workload):
         return workload
     if isinstance(workload, str):

@@ -213,3 +213,12 @@ def test_the_extractor_finds_every_kind_of_block(tmp_path: Path) -> None:
         (None, "echo five", 0),
         (None, "echo six", 0),
     ]
+
+
+def test_every_builtin_workload_has_a_row_in_the_guide() -> None:
+    from pytest_rseq import BUILTIN_WORKLOADS
+
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    table = guide.split("## Built-in workloads", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert rows == set(BUILTIN_WORKLOADS)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pytest_rseq import Chaos, options, report, seeds
+from pytest_rseq import Chaos, options, report, seeds, summary
 from pytest_rseq.options import Settings
 from pytest_rseq.plugin import check_marker
 from pytest_rseq.progress import LiveLine
@@ -102,43 +102,56 @@ def test_marker_check_names_keyword_and_value() -> None:
     assert "isolate must be True or False" in (check_marker((), {"isolate": "yes"}) or "")
 
 
-def test_rows_are_json_safe_and_verdicts_name_canaries() -> None:
+def test_rows_are_json_safe_and_carry_the_run_verdict() -> None:
     row = report.make_row(make_result(), test="t::a", index=0, worker="gw0", host="h-1")
     assert json.loads(json.dumps(row)) == row
     assert row["churn"] == 3 and row["verdict"] == "ok"
-    assert report.verdict(make_result(ok=False, observed=90)) == "FAIL"
-    assert report.verdict(make_result(ok=False, error="injector failed")) == "ERROR"
-    assert report.verdict(make_result(workload="canary_racy", ok=False, observed=90)) == "caught"
-    assert report.verdict(make_result(workload="canary_racy", ok=False, crash="SIGSEGV")) == (
-        "caught"
-    )
-    assert report.verdict(make_result(workload="canary_racy", ok=True)) == "MISSED"
-    # Not ok for another reason (no evidence, a timeout): nothing was caught.
-    assert report.verdict(make_result(workload="canary_racy", ok=False)) == "MISSED"
-    assert report.verdict(make_result(workload="canary_racy", ok=False, error="timeout")) == (
-        "ERROR"
-    )
+    assert "aborts_by_cause" not in row
+
+    def verdict(**overrides: object) -> str:
+        row = report.make_row(make_result(**overrides), test="t", index=0, worker="m", host="h")
+        return str(row["verdict"])
+
+    # Results without a verdict field: derived from ok, showed_a_bug and error.
+    assert verdict(ok=False, observed=90) == "bug"
+    assert verdict(workload="canary_racy", ok=False, crash="SIGSEGV") == "bug"
+    assert verdict(ok=False, error="injector failed") == "error"
+    assert verdict(ok=False) == "no-evidence"
+
+
+def test_rows_take_the_results_verdict_and_abort_causes_when_it_has_them() -> None:
+    causes = {"signal": 2, "membarrier": 0, "preemption": 1}
+
+    class Newer(StressResult):
+        def to_dict(self) -> dict[str, object]:
+            return {**super().to_dict(), "verdict": "no-evidence", "aborts_by_cause": causes}
+
+    base = make_result()
+    newer = Newer(**{f: getattr(base, f) for f in base.__dataclass_fields__})
+    row = report.make_row(newer, test="t::a", index=0, worker="main", host="h")
+    assert row["verdict"] == "no-evidence" and row["aborts_by_cause"] == causes
 
 
 def test_summary_table_and_per_cpu_chart() -> None:
     rows = [
         report.make_row(make_result(), test="t::a", index=0, worker="main", host="h"),
         report.make_row(
-            make_result(per_cpu=[0, 100, 20], ok=False),
+            make_result(per_cpu=[0, 100, 20], ok=False, observed=90),
             test="t::b",
             index=1,
             worker="gw1",
             host="h",
         ),
     ]
-    lines = report.summary_lines(rows)
+    rows = [{**rows[0], "outcome": "passed"}, {**rows[1], "outcome": "failed"}]
+    lines = summary.summary_lines(rows)
     assert lines[0].split() == [
         "test", "path", "registration", "ops/s", "aborts", "migrations", "signals", "churn",
         "verdict",
     ]  # fmt: skip
     assert lines[2].startswith("t::a ") and lines[2].endswith("ok")
-    assert lines[3].startswith("t::b #1 [gw1]") and lines[3].endswith("FAIL")
-    assert "2 stress run(s): 1 FAIL, 1 ok" in lines
+    assert lines[3].startswith("t::b #1 [gw1]") and lines[3].endswith("FAILED: bug")
+    assert "2 stress run(s): 1 failed (bug), 1 ok" in lines
     assert report.per_cpu_totals(rows) == [60, 140, 20]
     chart = report.per_cpu_chart(rows)
     assert chart[2] == "  cpu   1 " + "#" * 40 + "  63.6%  140"
@@ -196,10 +209,25 @@ def test_live_line_rewrites_on_a_tty_and_logs_elsewhere() -> None:
     logged: list[tuple[str, bool]] = []
     with LiveLine(lambda t, r: logged.append((t, r)), "x", 4.0, tty=False, clock=lambda: 0.0):
         pass
-    assert logged == [("rseq: x finished after 0.0 s", False)]
+    assert logged == [
+        ("rseq: x started, deadline 4.0 s", False),
+        ("rseq: x finished after 0.0 s", False),
+    ]
 
 
-def test_a_failed_run_in_a_passing_test_counts_as_caught() -> None:
+@pytest.mark.parametrize(
+    ("error", "ending"),
+    [(KeyboardInterrupt, "interrupted"), (ValueError, "stopped by ValueError")],
+)
+def test_live_line_says_how_a_run_ended(error: type[BaseException], ending: str) -> None:
+    logged: list[str] = []
+    line = LiveLine(lambda t, r: logged.append(t), "x", 4.0, tty=False, clock=lambda: 0.0)
+    with pytest.raises(error), line:
+        raise error()
+    assert logged[1:] == [f"rseq: x {ending} after 0.0 s"]
+
+
+def test_a_row_gets_the_outcome_of_its_test() -> None:
     from types import SimpleNamespace
 
     from pytest_rseq.plugin import _with_outcome
@@ -207,12 +235,6 @@ def test_a_failed_run_in_a_passing_test_counts_as_caught() -> None:
     row = report.make_row(
         make_result(ok=False, observed=90), test="t::a", index=0, worker="main", host="h"
     )
-    passed = SimpleNamespace(outcome="passed", passed=True)
     failed = SimpleNamespace(outcome="failed", passed=False)
-    assert _with_outcome(row, passed)["verdict"] == "caught"  # type: ignore[arg-type]
-    assert _with_outcome(row, failed)["verdict"] == "FAIL"  # type: ignore[arg-type]
-    # Not ok without showing a bug (e.g. no evidence): a passing test does not make it a catch.
-    unproven = report.make_row(make_result(ok=False), test="t::a", index=0, worker="m", host="h")
-    assert _with_outcome(unproven, passed)["verdict"] == "FAIL"  # type: ignore[arg-type]
-    ok_row = report.make_row(make_result(), test="t::a", index=0, worker="main", host="h")
-    assert _with_outcome(ok_row, failed) == {**ok_row, "outcome": "failed"}  # type: ignore[arg-type]
+    assert _with_outcome(row, failed) == {**row, "outcome": "failed"}  # type: ignore[arg-type]
+    assert row["verdict"] == "bug"
