@@ -184,6 +184,71 @@ static uint32_t count_threads(void)
     return n;
 }
 
+/* ---- lifecycle boundaries ---------------------------------------------
+ * A worker's life must not end on a multiple of any batch: a workload that
+ * keeps per-thread state (a batching counter, a cache) and loses it at
+ * thread_exit only shows when the thread leaves at an arbitrary op. Each
+ * life draws from its own generator (seed, slot, how many lives the slot
+ * had), so the lengths repeat for a seed where the schedule does. */
+
+static uint64_t life_rng(const struct prseq_run *run, const struct prseq_slot *s)
+{
+    return run->cfg->seed ^ 0xd1b54a32d192ed03ull ^ ((uint64_t)s->t.index << 40) ^ s->lives;
+}
+
+/* Ops in the next batch: the first of a life is a random length in
+ * [1, cap] (its first boundary lands anywhere), the rest are whole batches
+ * for throughput; never more than `left`. */
+static uint64_t lifecycle_batch(struct prseq_slot *s, uint64_t cap, uint64_t left)
+{
+    uint64_t n = cap;
+
+    if (!s->first_done) {
+        n = 1 + prseq_rand(&s->rng) % cap;
+        s->first_done = 1;
+    }
+    return n < left ? n : left;
+}
+
+/* Ops a leaving worker still does: random in [0, cap), at most `left`. */
+static uint64_t lifecycle_tail(struct prseq_slot *s, uint64_t cap, uint64_t left)
+{
+    uint64_t n = prseq_rand(&s->rng) % cap;
+
+    return n < left ? n : left;
+}
+
+/* n ops: one batch call for the built-in counters, else one op call each.
+ * Adds the ops done to *done; a negative errno stops the run. */
+static int run_ops(struct prseq_run *run, struct prseq_slot *s,
+                   int (*op)(void *, struct prseq_thread *), prseq_batch_fn batch, uint64_t n,
+                   uint64_t *done)
+{
+    if (n == 0)
+        return 0;
+    if (batch) {
+        /* Built-in counters: the whole batch in one call, section inlined. */
+        int rc = batch(run->state, &s->t, n, done);
+        if (rc < 0) {
+            prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
+                           strerror(-rc), s->t.index);
+            return rc;
+        }
+        return 0;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        int rc = op(run->state, &s->t);
+        if (rc == 0) {
+            (*done)++;
+        } else if (rc < 0) {
+            prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
+                           strerror(-rc), s->t.index);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static void *worker_main(void *arg)
 {
     struct prseq_slot *s = arg;
@@ -230,30 +295,11 @@ static void *worker_main(void *arg)
         born = prseq_now_ns();
 
     while (!__atomic_load_n(&run->stop, __ATOMIC_RELAXED) && done < remaining) {
-        uint64_t cap = batch ? FAST_BATCH : BATCH;
-        uint64_t n = remaining - done < cap ? remaining - done : cap;
+        uint64_t n = lifecycle_batch(s, batch ? FAST_BATCH : BATCH, remaining - done);
         uint32_t cpu;
 
-        if (batch) {
-            /* Built-in counters: the whole batch in one call, section inlined. */
-            int rc = batch(run->state, &s->t, n, &done);
-            if (rc < 0) {
-                prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
-                               strerror(-rc), s->t.index);
-                goto leave;
-            }
-            n = 0; /* nothing left for the per-op loop */
-        }
-        for (uint64_t i = 0; i < n; i++) {
-            int rc = op(run->state, &s->t);
-            if (rc == 0) {
-                done++;
-            } else if (rc < 0) {
-                prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
-                               strerror(-rc), s->t.index);
-                goto leave;
-            }
-        }
+        if (run_ops(run, s, op, batch, n, &done) < 0)
+            goto leave;
         cpu = area ? __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED) : (uint32_t)sched_getcpu();
         if (cpu != last_cpu) {
             migrations += last_cpu != UINT32_MAX;
@@ -264,6 +310,12 @@ static void *worker_main(void *arg)
         if (s->lifetime_ns && prseq_now_ns() - born >= s->lifetime_ns)
             break;
     }
+    /* The deadline, a stop or the end of a churned life arrives between two
+     * batches: finish a seeded random tail so the last op before
+     * thread_exit lands at an arbitrary point, not on a batch boundary. */
+    if (!__atomic_load_n(&run->error, __ATOMIC_ACQUIRE) && done < remaining)
+        run_ops(run, s, op, batch, lifecycle_tail(s, batch ? FAST_BATCH : BATCH, remaining - done),
+                &done);
 leave:
     if (entered)
         prseq_chaos_worker_leave(run, s);
@@ -287,6 +339,9 @@ static int start_slot(struct prseq_run *run, struct prseq_slot *s)
 
     s->exited = 0;
     s->lifetime_ns = pick_lifetime(run, s);
+    s->rng = life_rng(run, s);
+    s->first_done = 0;
+    s->lives++;
     rc = pthread_create(&s->thread, NULL, worker_main, s);
     if (rc != 0) {
         prseq_run_fail(run, rc, "pthread_create for slot %u failed: %s", s->t.index,

@@ -21,6 +21,9 @@ struct prseq_slot {
     uint64_t migrations;
     uint32_t last_cpu;         /* CPU the slot's last thread was last seen on */
     uint64_t lifetime_ns;      /* churn: how long the current thread lives */
+    uint64_t rng;              /* the current life's generator (batch lengths, tail) */
+    uint64_t lives;            /* threads this slot has started */
+    int first_done;            /* the current life did its random first batch */
     void *timer;               /* chaos.c: the thread's POSIX timer (signal storm) */
     uint64_t timer_born;       /* when that timer started */
     struct prseq_run *run;

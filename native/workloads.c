@@ -19,6 +19,16 @@
 /* The bad-signature canary spins inside its section so that preemption and
  * signals land there and trigger the (fatal) abort. */
 #define BAD_SIG_WINDOW 256
+/* The stale-cpu canary: loop iterations between reading cpu_id and entering
+ * its section (where a migration makes the cpu stale), and inside the
+ * section between its load and its commit store (where a stale write and
+ * the owning CPU's write overlap). Only the width of the windows is tuned. */
+#define STALE_READ_WINDOW 48
+#define STALE_SECTION_WINDOW 48
+/* The exit-loss canary flushes its per-thread remainder every EXIT_LOSS_FLUSH
+ * ops: a power of two that divides every harness batch, so it only shows
+ * when a thread leaves at an op that is not a multiple of a batch. */
+#define EXIT_LOSS_FLUSH 64
 
 struct shard {
     _Alignas(PRSEQ_CACHELINE) uint64_t value;
@@ -37,6 +47,8 @@ enum counter_kind {
     CLOBBER_STALE_CPU,    /* claims the other allowed CPU: getcpu() disagrees */
     CLOBBER_NODE_ID,      /* node_id is not the node of cpu_id */
     CLOBBER_MM_CID,       /* mm_cid far above any bound */
+    STALE_CPU,            /* cpu read before the section, never compared in it */
+    EXIT_LOSS,            /* per-thread remainder dropped at thread_exit */
 };
 
 /* Per-thread state of the clobbering canaries. */
@@ -131,6 +143,18 @@ static void *create_bad_sig(uint32_t nr_threads)
 {
     (void)nr_threads;
     return counter_create(BAD_SIG, BAD_SIG_WINDOW);
+}
+
+static void *create_stale_cpu(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(STALE_CPU, STALE_SECTION_WINDOW);
+}
+
+static void *create_exit_loss(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(EXIT_LOSS, 0);
 }
 
 #define CLOBBER_CREATE(FN, KIND)                 \
@@ -320,6 +344,72 @@ static int op_racy(void *state, struct prseq_thread *t)
     return 0;
 }
 
+/* canary_stale_cpu: reads cpu_id, then enters a section that adds to that
+ * CPU's shard without comparing cpu_id again (the section's compare is
+ * against a copy of the value read). Preemption alone is harmless (the
+ * thread resumes on the same CPU, and an abort re-reads the cpu); only a
+ * migration between the read and the section makes the thread write
+ * another CPU's shard concurrently with that CPU's own writer: lost counts. */
+static int op_stale_cpu(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct prseq_area *area = t->local;
+
+    for (;;) {
+        uint32_t cpu = __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED);
+        uint32_t same;
+        int rc;
+        if (cpu >= c->nr_shards)
+            return -ERANGE;
+        for (volatile uint32_t i = 0; i < STALE_READ_WINDOW; i++)
+            ;
+        same = cpu; /* the bug: the section compares this copy, not cpu_id */
+        rc = prseq_arch_inc(area, &same, cpu, &c->shards[cpu].value, c->delay);
+        if (rc == 0)
+            return 0;
+        if (rc < 0)
+            t->aborts++;
+    }
+}
+
+/* canary_exit_loss: a per-thread batching counter. Each op adds to a
+ * thread-local remainder that is flushed to the shard of the current CPU
+ * every EXIT_LOSS_FLUSH ops; thread_exit frees the remainder without
+ * flushing it (the bug: per-thread state lost at thread exit). */
+struct exit_loss {
+    uint64_t pending;
+};
+
+static int exit_loss_thread_init(void *state, struct prseq_thread *t)
+{
+    (void)state;
+    t->local = calloc(1, sizeof(struct exit_loss));
+    return t->local ? 0 : -ENOMEM;
+}
+
+static int op_exit_loss(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct exit_loss *l = t->local;
+    int cpu;
+
+    if (++l->pending < EXIT_LOSS_FLUSH)
+        return 0;
+    cpu = sched_getcpu();
+    if (cpu < 0 || (uint32_t)cpu >= c->nr_shards)
+        cpu = 0;
+    __atomic_fetch_add(&c->shards[cpu].value, l->pending, __ATOMIC_RELAXED);
+    l->pending = 0;
+    return 0;
+}
+
+static void exit_loss_thread_exit(void *state, struct prseq_thread *t)
+{
+    (void)state;
+    free(t->local); /* the unflushed remainder goes with it */
+    t->local = NULL;
+}
+
 /* canary_bad_signature: a correct section whose abort handler is preceded
  * by the wrong signature; the first abort kills the process with SIGSEGV. */
 static int op_bad_sig(void *state, struct prseq_thread *t)
@@ -405,6 +495,20 @@ static void counter_destroy(void *state)
         .destroy = counter_destroy,                                          \
     }
 
+#define EXIT_LOSS_WORKLOAD(NAME)                                             \
+    {                                                                        \
+        .abi_version = PRSEQ_ABI_VERSION,                                    \
+        .name = NAME,                                                        \
+        .create = create_exit_loss,                                          \
+        .thread_init = exit_loss_thread_init,                                \
+        .op = op_exit_loss,                                                  \
+        .fallback_op = op_exit_loss,                                         \
+        .thread_exit = exit_loss_thread_exit,                                \
+        .total = counter_total,                                              \
+        .shards = counter_shards,                                            \
+        .destroy = counter_destroy,                                          \
+    }
+
 static const struct prseq_workload builtins[] = {
     COUNTER_WORKLOAD("counter", create_cpu_id, op_cpu_id),
     COUNTER_WORKLOAD("counter_mm_cid", create_mm_cid, op_mm_cid),
@@ -416,6 +520,8 @@ static const struct prseq_workload builtins[] = {
     CLOBBER_WORKLOAD("canary_clobber_stale_cpu", create_clobber_stale),
     CLOBBER_WORKLOAD("canary_clobber_node_id", create_clobber_node),
     CLOBBER_WORKLOAD("canary_clobber_mm_cid", create_clobber_mm_cid),
+    COUNTER_WORKLOAD("canary_stale_cpu", create_stale_cpu, op_stale_cpu),
+    EXIT_LOSS_WORKLOAD("canary_exit_loss"),
 };
 
 #define NR_BUILTINS (sizeof(builtins) / sizeof(builtins[0]))
