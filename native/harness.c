@@ -42,6 +42,29 @@ void prseq_request_stop(void)
     __atomic_store_n(&stop_requested, 1, __ATOMIC_RELEASE);
 }
 
+/* The flag is cleared only here, by the caller at the start of a whole
+ * top-level run (both halves of path="both" included): a run never clears
+ * it, so a stop asked for during one half also stops the next. */
+void prseq_clear_stop(void)
+{
+    __atomic_store_n(&stop_requested, 0, __ATOMIC_RELEASE);
+}
+
+int prseq_stop_requested(void)
+{
+    return __atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE);
+}
+
+cpu_set_t *prseq_mask_alloc(uint32_t nr_cpus, size_t *size)
+{
+    cpu_set_t *mask = CPU_ALLOC(nr_cpus ? nr_cpus : 1);
+
+    *size = CPU_ALLOC_SIZE(nr_cpus ? nr_cpus : 1);
+    if (mask)
+        CPU_ZERO_S(*size, mask);
+    return mask;
+}
+
 uint64_t prseq_now_ns(void)
 {
     struct timespec ts;
@@ -109,19 +132,19 @@ static void record_violation(struct prseq_run *run, uint64_t kind, uint64_t a, u
  * mask_gen unchanged):
  * such a change migrates the thread before the injector's syscall returns,
  * and the kernel rewrites cpu_id before the thread runs user code again. */
-static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
+static void sample_invariants(struct prseq_run *run, struct prseq_area *area, cpu_set_t *mask)
 {
     uint32_t before, start, after, cid, node;
     unsigned int cpu = 0, cpu_node = 0;
     uint64_t gen1, gen2;
     uint32_t busy;
-    cpu_set_t mask;
+    size_t size = CPU_ALLOC_SIZE(run->nr_cpus);
     int have_mask, have_cpu;
 
     __atomic_fetch_add(&run->invariant_samples, 1, __ATOMIC_RELAXED);
     gen1 = __atomic_load_n(&run->mask_gen, __ATOMIC_SEQ_CST);
     busy = __atomic_load_n(&run->mask_busy, __ATOMIC_SEQ_CST);
-    have_mask = sched_getaffinity(0, sizeof(mask), &mask) == 0;
+    have_mask = mask && sched_getaffinity(0, size, mask) == 0;
     before = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
     start = __atomic_load_n(&area->cpu_id_start, __ATOMIC_ACQUIRE);
     cid = __atomic_load_n(&area->mm_cid, __ATOMIC_ACQUIRE);
@@ -136,9 +159,9 @@ static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
         record_violation(run, VIOLATION_CPU_ID_START, before, start, 0);
     else if (before >= run->nr_cpus)
         record_violation(run, VIOLATION_CPU_RANGE, before, start, run->nr_cpus);
-    else if (have_mask && gen1 == gen2 && busy == 0 && !CPU_ISSET(before, &mask))
+    else if (have_mask && gen1 == gen2 && busy == 0 && !CPU_ISSET_S(before, size, mask))
         record_violation(run, VIOLATION_CPU_NOT_ALLOWED, before, start,
-                         (uint64_t)CPU_COUNT(&mask));
+                         (uint64_t)CPU_COUNT_S(size, mask));
     else if (have_cpu && cpu != before)
         record_violation(run, VIOLATION_GETCPU, before, start, cpu);
     else if (run->node_id_usable && run->cpu_node && run->cpu_node[before] >= 0 &&
@@ -148,25 +171,78 @@ static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
         record_violation(run, VIOLATION_MM_CID_RANGE, before, start, cid);
 }
 
-/* NUMA node of every possible CPU, from /sys/devices/system/cpu/cpuN/nodeK. */
-static int16_t *read_cpu_nodes(uint32_t nr_cpus)
+/* Mark the CPUs of a cpulist ("0-3,8,10-11") as on `node`. */
+static void mark_cpulist(int16_t *map, uint32_t nr_cpus, const char *list, int node)
+{
+    const char *p = list;
+
+    while (*p >= '0' && *p <= '9') {
+        char *end;
+        unsigned long lo = strtoul(p, &end, 10), hi = lo;
+        if (*end == '-')
+            hi = strtoul(end + 1, &end, 10);
+        for (unsigned long cpu = lo; cpu <= hi && cpu < nr_cpus; cpu++)
+            map[cpu] = (int16_t)node;
+        p = *end == ',' ? end + 1 : end;
+    }
+}
+
+/* NUMA node of every possible CPU, from <root>/nodeN/cpulist: one pass over
+ * the node directories (root NULL = /sys/devices/system/node). A missing
+ * tree leaves every CPU unknown (-1) at once, with no per-CPU probing. */
+static int16_t *read_cpu_nodes(uint32_t nr_cpus, const char *root)
 {
     int16_t *map = malloc(sizeof(*map) * nr_cpus);
-    char path[128];
+    char path[4096], list[4096];
+    struct dirent *e;
+    DIR *d;
 
     if (!map)
         return NULL;
-    for (uint32_t cpu = 0; cpu < nr_cpus; cpu++) {
+    for (uint32_t cpu = 0; cpu < nr_cpus; cpu++)
         map[cpu] = -1;
-        for (int node = 0; node < 1024; node++) {
-            snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%u/node%d", cpu, node);
-            if (access(path, F_OK) == 0) {
-                map[cpu] = (int16_t)node;
-                break;
-            }
-        }
+    if (!root || !root[0])
+        root = "/sys/devices/system/node";
+    d = opendir(root);
+    if (!d)
+        return map;
+    while ((e = readdir(d))) {
+        char *end;
+        long node;
+        FILE *f;
+        size_t n;
+        if (strncmp(e->d_name, "node", 4) != 0)
+            continue;
+        node = strtol(e->d_name + 4, &end, 10);
+        if (end == e->d_name + 4 || *end || node < 0 || node > INT16_MAX)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s/cpulist", root, e->d_name);
+        f = fopen(path, "re");
+        if (!f)
+            continue;
+        n = fread(list, 1, sizeof(list) - 1, f);
+        fclose(f);
+        list[n] = '\0';
+        mark_cpulist(map, nr_cpus, list, (int)node);
     }
+    closedir(d);
     return map;
+}
+
+/* Threads this process has now (/proc/self/task entries). */
+static uint32_t count_threads(void);
+
+/* The kernel keeps mm_cid below min(threads of the process, the process's
+ * nr_cpus_allowed), and nr_cpus_allowed is the union of every mask any of
+ * its threads ever had, not the caller's mask now (a thread pinned to CPU 0
+ * while another runs on CPU 1 still sees cids 0 and 1). A bound never below
+ * the kernel's: the possible CPU ids, and the threads (the workers, those
+ * there now, the injector threads, a margin). */
+static uint32_t mm_cid_bound(const struct prseq_config *cfg, uint32_t nr_cpus)
+{
+    uint32_t threads = cfg->threads + count_threads() + 8;
+
+    return threads < nr_cpus ? threads : nr_cpus;
 }
 
 /* Threads this process has now (/proc/self/task entries). */
@@ -249,6 +325,16 @@ static int run_ops(struct prseq_run *run, struct prseq_slot *s,
     return 0;
 }
 
+/* Injectors that act on a worker by TID (sched_setaffinity is not limited
+ * to this process) hold the slot's tid_lock across the call: the TID is
+ * set and cleared under it, so it never names a thread that already left. */
+static void slot_publish_tid(struct prseq_slot *s, pid_t tid)
+{
+    pthread_mutex_lock(&s->tid_lock);
+    __atomic_store_n(&s->tid, tid, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&s->tid_lock);
+}
+
 static void *worker_main(void *arg)
 {
     struct prseq_slot *s = arg;
@@ -263,9 +349,11 @@ static void *worker_main(void *arg)
      * CPUs is what migration chaos must show. */
     uint32_t last_cpu = s->last_cpu;
     struct prseq_area *area;
+    cpu_set_t *mask = NULL;
+    size_t mask_size;
     int owner, registered = 0, entered = 0;
 
-    __atomic_store_n(&s->tid, gettid(), __ATOMIC_RELEASE);
+    slot_publish_tid(s, gettid());
     if (use_rseq && cfg->own_registration && !cfg->workload_registers) {
         int rc = prseq_own_register();
         if (rc < 0) {
@@ -291,6 +379,8 @@ static void *worker_main(void *arg)
     }
     prseq_chaos_worker_enter(run, s);
     entered = 1;
+    if (area && cfg->sample_every)
+        mask = prseq_mask_alloc(run->nr_cpus, &mask_size);
     if (s->lifetime_ns)
         born = prseq_now_ns();
 
@@ -306,7 +396,7 @@ static void *worker_main(void *arg)
             last_cpu = cpu;
         }
         if (area && cfg->sample_every && ++batches % cfg->sample_every == 0)
-            sample_invariants(run, area);
+            sample_invariants(run, area, mask);
         if (s->lifetime_ns && prseq_now_ns() - born >= s->lifetime_ns)
             break;
     }
@@ -327,7 +417,9 @@ out:
     s->ops += done;
     s->migrations += migrations;
     s->last_cpu = last_cpu;
-    __atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
+    if (mask)
+        CPU_FREE(mask);
+    slot_publish_tid(s, 0);
     __atomic_store_n(&s->exited, 1, __ATOMIC_RELEASE);
     sem_post(&run->exited);
     return NULL;
@@ -489,30 +581,14 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     }
     if (choose_path(cfg, res) < 0)
         return -res->error;
-    __atomic_store_n(&stop_requested, 0, __ATOMIC_RELEASE);
     run->w = w;
     run->cfg = cfg;
     run->res = res;
     run->nr_slots = cfg->threads;
     run->nr_cpus = prseq_possible_cpus();
-    run->cpu_node = read_cpu_nodes(run->nr_cpus);
+    run->cpu_node = read_cpu_nodes(run->nr_cpus, cfg->node_root);
     run->node_id_usable = prseq_node_id_usable(res->owner);
-    /* Concurrency ids stay below both the threads of the process (the
-     * workers, the threads there now, the injector threads) and the CPUs it
-     * may run on (affinity and cpuset chaos only narrow that set). */
-    run->mm_cid_bound = cfg->threads + count_threads() + 8;
-    {
-        cpu_set_t allowed;
-        uint32_t n = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
-                         ? (uint32_t)CPU_COUNT(&allowed)
-                         : run->nr_cpus;
-        if (n < run->nr_cpus)
-            run->nr_cpus_allowed = n;
-        else
-            run->nr_cpus_allowed = run->nr_cpus;
-    }
-    if (run->mm_cid_bound > run->nr_cpus_allowed)
-        run->mm_cid_bound = run->nr_cpus_allowed;
+    run->mm_cid_bound = mm_cid_bound(cfg, run->nr_cpus);
     res->threads = cfg->threads;
     prseq_workloads_set_cs_delay(cfg->cs_delay);
 
@@ -537,6 +613,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         s->run = run;
         s->t.index = i;
         s->last_cpu = UINT32_MAX;
+        pthread_mutex_init(&s->tid_lock, NULL);
         s->budget = cfg->slot_budgets ? cfg->slot_budgets[i]
                     : cfg->ops_per_thread ? cfg->ops_per_thread
                                           : UINT64_MAX;
@@ -601,6 +678,8 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         res->error = run->error;
     w->destroy(run->state);
     sem_destroy(&run->exited);
+    for (uint32_t i = 0; i < cfg->threads; i++)
+        pthread_mutex_destroy(&run->slots[i].tid_lock);
     free(run->slots);
     free(run->cpu_node);
     return res->error ? -res->error : 0;

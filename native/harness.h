@@ -3,6 +3,7 @@
 #define PRSEQ_HARNESS_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -16,6 +17,7 @@ struct prseq_slot {
     int joinable;              /* a pthread in this slot still needs joining */
     int exited;                /* written by the worker when it leaves */
     pid_t tid;                 /* kernel TID while running, 0 otherwise */
+    pthread_mutex_t tid_lock;  /* tid changes, and TID-targeted injectors act, under it */
     uint64_t budget;           /* ops this slot must do (UINT64_MAX = none) */
     uint64_t ops;              /* ops done over every thread of this slot */
     uint64_t migrations;
@@ -46,7 +48,6 @@ struct prseq_run {
     uint64_t first_violation[4];
     uint64_t mask_gen;         /* moves at the start and end of every mask change */
     uint32_t mask_busy;        /* mask changes in flight */
-    uint32_t nr_cpus_allowed;  /* CPUs in the process's mask when the run began */
     uint32_t mm_cid_bound;     /* mm_cid must stay below this */
     int node_id_usable;        /* the area's node_id field is filled by the kernel */
     int16_t *cpu_node;         /* NUMA node of each possible CPU (-1 unknown) */
@@ -63,6 +64,11 @@ const char *prseq_workload_problem(const struct prseq_workload *w);
 
 /* splitmix64: the seeded generator of every schedule (churn, injectors). */
 uint64_t prseq_rand(uint64_t *state);
+
+/* A CPU mask sized for nr_cpus possible CPU ids (CPU_ALLOC), zeroed, and
+ * its size in bytes for the *_S macros and sched_{get,set}affinity; NULL
+ * when out of memory. Free with CPU_FREE. */
+cpu_set_t *prseq_mask_alloc(uint32_t nr_cpus, size_t *size);
 
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t prseq_now_ns(void);

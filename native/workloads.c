@@ -174,31 +174,41 @@ static int clobber_thread_init(void *state, struct prseq_thread *t)
 {
     struct counter *c = state;
     struct clobber *k = calloc(1, sizeof(*k));
-    cpu_set_t mask;
-    int owner;
+    size_t size = CPU_ALLOC_SIZE(c->nr_shards);
+    cpu_set_t *mask = CPU_ALLOC(c->nr_shards);
+    int owner, rc = 0;
 
-    if (!k)
-        return -ENOMEM;
-    k->area = prseq_current_area(&owner);
-    if (sched_getaffinity(0, sizeof(mask), &mask) != 0) {
+    if (!k || !mask) {
         free(k);
-        return -errno;
+        if (mask)
+            CPU_FREE(mask);
+        return -ENOMEM;
     }
-    for (int i = 0; i < CPU_SETSIZE && k->nr_cpus < 2; i++)
-        if (CPU_ISSET(i, &mask))
-            k->cpus[k->nr_cpus++] = (uint32_t)i;
+    k->area = prseq_current_area(&owner);
+    if (sched_getaffinity(0, size, mask) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    for (uint32_t i = 0; i < c->nr_shards && k->nr_cpus < 2; i++)
+        if (CPU_ISSET_S(i, size, mask))
+            k->cpus[k->nr_cpus++] = i;
     k->fake_cpu = 0xfff0;
     if (c->kind == CLOBBER_NOT_ALLOWED && k->nr_cpus == 2) {
-        CPU_ZERO(&mask);
-        CPU_SET(k->cpus[0], &mask);
-        if (sched_setaffinity(0, sizeof(mask), &mask) != 0) {
-            free(k);
-            return -errno;
+        CPU_ZERO_S(size, mask);
+        CPU_SET_S(k->cpus[0], size, mask);
+        if (sched_setaffinity(0, size, mask) != 0) {
+            rc = -errno;
+            goto out;
         }
         k->fake_cpu = k->cpus[1];
     }
-    t->local = k;
-    return 0;
+out:
+    CPU_FREE(mask);
+    if (rc < 0)
+        free(k);
+    else
+        t->local = k;
+    return rc;
 }
 
 static void clobber_thread_exit(void *state, struct prseq_thread *t)

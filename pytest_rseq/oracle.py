@@ -16,7 +16,7 @@ VIOLATIONS = {
     1: "cpu_id_start != cpu_id outside a critical section",
     2: "getcpu() (the syscall) != cpu_id",
     3: "cpu_id is not a possible CPU",
-    4: "mm_cid is not below min(allowed CPUs, threads of the process)",
+    4: "mm_cid is not below min(possible CPUs, threads of the process)",
     5: "cpu_id is outside the thread's settled affinity mask",
     6: "node_id is not the NUMA node of cpu_id",
 }
@@ -171,6 +171,8 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         reasons.append(f"the stressed process died with {crash}")
     if raw.get("error"):
         reasons.append(str(raw["error"]))
+    if raw.get("stopped"):
+        reasons.append("the run was stopped (a stop request) before it finished")
     reasons += [f"cleanup: {p}" for p in raw.get("cleanup_errors", [])]
     if main is None:
         main = _empty_run(spec["path"])
