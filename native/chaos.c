@@ -317,9 +317,10 @@ static int affinity_setup(struct chaos *c)
         if (CPU_ISSET_S(i, c->mask_size, c->allowed))
             cpus[n++] = i;
     for (uint32_t i = 0; i < n && c->nr_masks < CHAOS_MAX_CHOICES - 2 && rc == 0; i++) {
-        if ((mask = affinity_add_mask(c)))
+        if ((mask = affinity_add_mask(c))) {
             CPU_SET_S(cpus[i], c->mask_size, mask);
-        else
+            c->single_cpu[c->nr_single++] = cpus[i];
+        } else
             rc = -ENOMEM;
     }
     if (n >= 3 && rc == 0) {
@@ -337,17 +338,35 @@ static int affinity_setup(struct chaos *c)
     return rc;
 }
 
+/* The mask of the next affinity event for a worker now on `cpu`: three
+ * times in four a flip, the single CPU of a different allowed CPU, so the
+ * event is a migration at whatever point the worker was (a random mask
+ * often keeps it where it is); otherwise any of the masks. */
+static const cpu_set_t *affinity_pick(struct chaos *c, uint64_t *rng, uint32_t cpu)
+{
+    uint64_t r = prseq_rand(rng);
+
+    if ((r & 3) != 0 && c->nr_single >= 2) {
+        int k = (int)((r >> 2) % (uint64_t)c->nr_single);
+        if (c->single_cpu[k] == cpu)
+            k = (k + 1 + (int)((r >> 32) % (uint64_t)(c->nr_single - 1))) % c->nr_single;
+        return c->masks[k];
+    }
+    return c->masks[(r >> 2) % (uint64_t)c->nr_masks];
+}
+
 /* sched_setaffinity reaches any process: the TID is used only while the
  * slot's tid_lock is held, and the worker clears it under that lock. */
 static void affinity_fire(struct chaos *c, uint64_t *rng)
 {
     struct prseq_slot *slot;
     pid_t tid = pick_worker(c, rng, &slot, 1);
-    const cpu_set_t *mask = c->masks[prseq_rand(rng) % (uint64_t)c->nr_masks];
+    const cpu_set_t *mask;
     int rc;
 
     if (tid <= 0)
         return;
+    mask = affinity_pick(c, rng, __atomic_load_n(&slot->cpu, __ATOMIC_RELAXED));
     prseq_mask_change_begin(c->run);
     rc = sched_setaffinity(tid, c->mask_size, mask);
     prseq_mask_change_end(c->run);

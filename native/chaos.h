@@ -42,6 +42,8 @@ struct chaos {
     cpu_set_t *masks[CHAOS_MAX_CHOICES];
     size_t mask_size;          /* bytes of each of these masks */
     int nr_masks;
+    uint32_t single_cpu[CHAOS_MAX_CHOICES]; /* masks[i], i < nr_single: CPU single_cpu[i] alone */
+    int nr_single;
     /* cpuset */
     int cpus_fd;
     char *choices[CHAOS_MAX_CHOICES];

@@ -394,6 +394,7 @@ static void *worker_main(void *arg)
         if (cpu != last_cpu) {
             migrations += last_cpu != UINT32_MAX;
             last_cpu = cpu;
+            __atomic_store_n(&s->cpu, cpu, __ATOMIC_RELAXED);
         }
         if (area && cfg->sample_every && ++batches % cfg->sample_every == 0)
             sample_invariants(run, area, mask);

@@ -22,6 +22,7 @@ struct prseq_slot {
     uint64_t ops;              /* ops done over every thread of this slot */
     uint64_t migrations;
     uint32_t last_cpu;         /* CPU the slot's last thread was last seen on */
+    uint32_t cpu;              /* the running worker's CPU at its last batch (for injectors) */
     uint64_t lifetime_ns;      /* churn: how long the current thread lives */
     uint64_t rng;              /* the current life's generator (batch lengths, tail) */
     uint64_t lives;            /* threads this slot has started */

@@ -19,12 +19,12 @@
 /* The bad-signature canary spins inside its section so that preemption and
  * signals land there and trigger the (fatal) abort. */
 #define BAD_SIG_WINDOW 256
-/* The stale-cpu canary: loop iterations between reading cpu_id and entering
- * its section (where a migration makes the cpu stale), and inside the
- * section between its load and its commit store (where a stale write and
- * the owning CPU's write overlap). Only the width of the windows is tuned. */
-#define STALE_READ_WINDOW 48
-#define STALE_SECTION_WINDOW 48
+/* The stale-cpu canary reads cpu_id once every STALE_REFRESH ops and keeps
+ * using it (never comparing it inside the section); its section spins
+ * STALE_SECTION_WINDOW iterations between its load and its commit store, the
+ * window in which a stale write and the owning CPU's write overlap. */
+#define STALE_REFRESH 32
+#define STALE_SECTION_WINDOW 32
 /* The exit-loss canary flushes its per-thread remainder every EXIT_LOSS_FLUSH
  * ops: a power of two that divides every harness batch, so it only shows
  * when a thread leaves at an op that is not a multiple of a batch. */
@@ -211,7 +211,8 @@ out:
     return rc;
 }
 
-static void clobber_thread_exit(void *state, struct prseq_thread *t)
+/* thread_exit of the canaries that keep a heap block in t->local. */
+static void free_local(void *state, struct prseq_thread *t)
 {
     (void)state;
     free(t->local);
@@ -354,29 +355,51 @@ static int op_racy(void *state, struct prseq_thread *t)
     return 0;
 }
 
-/* canary_stale_cpu: reads cpu_id, then enters a section that adds to that
- * CPU's shard without comparing cpu_id again (the section's compare is
- * against a copy of the value read). Preemption alone is harmless (the
- * thread resumes on the same CPU, and an abort re-reads the cpu); only a
- * migration between the read and the section makes the thread write
- * another CPU's shard concurrently with that CPU's own writer: lost counts. */
+/* canary_stale_cpu: reads cpu_id into a per-thread cache every
+ * STALE_REFRESH ops and adds to that CPU's shard in a section that compares
+ * the cached copy, not cpu_id (the bug). Preemption alone is harmless (the
+ * thread resumes on the same CPU, and an abort discards the section); only a
+ * migration between the read and the commit makes the thread write another
+ * CPU's shard concurrently with that CPU's own writer: lost counts. */
+struct stale_cpu {
+    struct prseq_area *area;
+    uint32_t cpu;  /* cpu_id as read at the last refresh */
+    uint32_t left; /* ops until the next refresh */
+};
+
+static int stale_thread_init(void *state, struct prseq_thread *t)
+{
+    struct stale_cpu *k = calloc(1, sizeof(*k));
+    int owner;
+
+    (void)state;
+    if (!k)
+        return -ENOMEM;
+    k->area = prseq_current_area(&owner);
+    t->local = k; /* area NULL on the fallback path, which never reads it */
+    return 0;
+}
+
 static int op_stale_cpu(void *state, struct prseq_thread *t)
 {
     struct counter *c = state;
-    struct prseq_area *area = t->local;
+    struct stale_cpu *k = t->local;
 
     for (;;) {
-        uint32_t cpu = __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED);
         uint32_t same;
         int rc;
-        if (cpu >= c->nr_shards)
+        if (k->left == 0) {
+            k->cpu = __atomic_load_n(&k->area->cpu_id, __ATOMIC_RELAXED);
+            k->left = STALE_REFRESH;
+        }
+        if (k->cpu >= c->nr_shards)
             return -ERANGE;
-        for (volatile uint32_t i = 0; i < STALE_READ_WINDOW; i++)
-            ;
-        same = cpu; /* the bug: the section compares this copy, not cpu_id */
-        rc = prseq_arch_inc(area, &same, cpu, &c->shards[cpu].value, c->delay);
-        if (rc == 0)
+        same = k->cpu; /* the bug: the section compares this copy, not cpu_id */
+        rc = prseq_arch_inc(k->area, &same, k->cpu, &c->shards[k->cpu].value, c->delay);
+        if (rc == 0) {
+            k->left--;
             return 0;
+        }
         if (rc < 0)
             t->aborts++;
     }
@@ -499,7 +522,7 @@ static void counter_destroy(void *state)
         .thread_init = clobber_thread_init,                                  \
         .op = op_clobber,                                                    \
         .fallback_op = op_fallback,                                          \
-        .thread_exit = clobber_thread_exit,                                  \
+        .thread_exit = free_local,                                            \
         .total = counter_total,                                              \
         .shards = counter_shards,                                            \
         .destroy = counter_destroy,                                          \
@@ -530,7 +553,18 @@ static const struct prseq_workload builtins[] = {
     CLOBBER_WORKLOAD("canary_clobber_stale_cpu", create_clobber_stale),
     CLOBBER_WORKLOAD("canary_clobber_node_id", create_clobber_node),
     CLOBBER_WORKLOAD("canary_clobber_mm_cid", create_clobber_mm_cid),
-    COUNTER_WORKLOAD("canary_stale_cpu", create_stale_cpu, op_stale_cpu),
+    {
+        .abi_version = PRSEQ_ABI_VERSION,
+        .name = "canary_stale_cpu",
+        .create = create_stale_cpu,
+        .thread_init = stale_thread_init,
+        .op = op_stale_cpu,
+        .fallback_op = op_fallback,
+        .thread_exit = free_local,
+        .total = counter_total,
+        .shards = counter_shards,
+        .destroy = counter_destroy,
+    },
     EXIT_LOSS_WORKLOAD("canary_exit_loss"),
 };
 
