@@ -497,7 +497,7 @@ const char *prseq_workload_problem(const struct prseq_workload *w)
 {
     if (!w)
         return "no workload";
-    if (w->abi_version != PRSEQ_ABI_VERSION)
+    if (w->abi_version < 1 || w->abi_version > PRSEQ_ABI_VERSION)
         return "abi_version";
     if (!w->name)
         return "name";
@@ -512,6 +512,12 @@ const char *prseq_workload_problem(const struct prseq_workload *w)
     if (!w->destroy)
         return "destroy";
     return NULL;
+}
+
+uint32_t prseq_workload_flags(const struct prseq_workload *w)
+{
+    /* A version 1 structure ends before `flags`: never read past it. */
+    return w->abi_version >= 2 ? w->flags : 0;
 }
 
 /* Which path and whose area the workers will use. */

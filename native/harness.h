@@ -63,6 +63,10 @@ void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
  * or NULL when the workload can run. */
 const char *prseq_workload_problem(const struct prseq_workload *w);
 
+/* The workload's PRSEQ_WORKLOAD_* flags (0 for an ABI version 1 workload,
+ * whose structure has no flags field). */
+uint32_t prseq_workload_flags(const struct prseq_workload *w);
+
 /* splitmix64: the seeded generator of every schedule (churn, injectors). */
 uint64_t prseq_rand(uint64_t *state);
 

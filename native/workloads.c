@@ -512,6 +512,7 @@ static void counter_destroy(void *state)
         .total = counter_total,                                              \
         .shards = counter_shards,                                            \
         .destroy = counter_destroy,                                          \
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,                                   \
     }
 
 #define CLOBBER_WORKLOAD(NAME, CREATE)                                       \
@@ -526,6 +527,7 @@ static void counter_destroy(void *state)
         .total = counter_total,                                              \
         .shards = counter_shards,                                            \
         .destroy = counter_destroy,                                          \
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,                                   \
     }
 
 #define EXIT_LOSS_WORKLOAD(NAME)                                             \
@@ -540,6 +542,7 @@ static void counter_destroy(void *state)
         .total = counter_total,                                              \
         .shards = counter_shards,                                            \
         .destroy = counter_destroy,                                          \
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,                                   \
     }
 
 static const struct prseq_workload builtins[] = {
@@ -564,6 +567,7 @@ static const struct prseq_workload builtins[] = {
         .total = counter_total,
         .shards = counter_shards,
         .destroy = counter_destroy,
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,
     },
     EXIT_LOSS_WORKLOAD("canary_exit_loss"),
 };

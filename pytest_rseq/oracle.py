@@ -26,7 +26,7 @@ _EFFECTS = {
     "signals_hz": ("signals_delivered", "no signal was delivered"),
     "affinity_hz": ("affinity_changes", "no affinity change succeeded"),
     "cpuset_hz": ("cpuset_shifts", "no cpuset.cpus write succeeded"),
-    "fork_hz": ("forks", "no fork child completed its ops"),
+    "fork_hz": ("forks", "no fork child completed"),
     "membarrier_hz": ("membarriers", "no membarrier fence succeeded"),
     "hotplug_hz": ("hotplug_events", "no CPU went offline or online"),
 }
