@@ -137,6 +137,12 @@ def must_show(sections: dict[str, Any]) -> dict[str, Any]:
                 "holds": None,
                 "errors": row["errors"] if row else ["no such row"],
             }
+    lat = (det or {}).get("latency")
+    if lat:
+        out["every_canary_always_caught_within_100ms"] = {
+            "holds": all(r["meets_target"] for r in lat["rows"]),
+            "always_caught_at_s": {r["canary"]: r["always_caught_at_s"] for r in lat["rows"]},
+        }
     inj = sections.get("injectors")
     if inj:
         out["injector_rates"] = {name: c for name, c in inj["ceilings"].items() if c["target_hz"]}

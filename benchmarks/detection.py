@@ -12,6 +12,11 @@ ladder's resolution). A trial that no rung catches counts as missed.
 (``observed != expected``), an rseq-area invariant broken, or the process
 crashed. A run that fails for anything else (an injector missing, an error)
 is counted as an error, not as a catch.
+
+The latency table answers a stricter question per canary class: the
+shortest duration on LATENCY_LADDER_S at which the canary is caught in
+every one of LATENCY_RUNS runs (fresh seeds) under ``Chaos.default()``; a
+rung stops at its first miss and the next rung is tried.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ LADDER_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 QUICK_LADDER_MS: tuple[float, ...] = (10, 50)
 TRIALS = 20
 QUICK_TRIALS = 1
+LATENCY_LADDER_S: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+QUICK_LATENCY_LADDER_S: tuple[float, ...] = (0.05,)
+LATENCY_RUNS = 20
+QUICK_LATENCY_RUNS = 2
+LATENCY_TARGET_S = 0.1
 
 
 def presets() -> dict[str, Any]:
@@ -91,6 +101,98 @@ def _trial(canary: str, chaos: Any, ladder: tuple[float, ...], seed: int) -> dic
     return {"verdict": "missed", "d_ms": None, "wall_to_verdict_s": sum(walls)}
 
 
+def _rung(canary: str, d_s: float, runs: int, seed: int) -> dict[str, Any]:
+    """Up to ``runs`` runs of ``d_s`` under ``Chaos.default()``, stopping at the first miss."""
+    import pytest_rseq
+    from pytest_rseq import Chaos
+
+    caught = 0
+    for i in range(runs):
+        try:
+            res = pytest_rseq.run(canary, duration=d_s, chaos=Chaos.default(), seed=seed + i)
+        except Exception as exc:
+            return {
+                "d_s": d_s,
+                "caught": caught,
+                "runs": i + 1,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        verdict = _verdict(res)
+        if verdict != "caught":
+            out = {"d_s": d_s, "caught": caught, "runs": i + 1}
+            if verdict == "error":
+                out["error"] = str(res.error)
+            return out
+        caught += 1
+    return {"d_s": d_s, "caught": caught, "runs": runs}
+
+
+def measure_latency(runs: int, quick: bool) -> dict[str, Any]:
+    """Per canary: the shortest ladder duration caught in ``runs`` of ``runs`` runs."""
+    ladder = QUICK_LATENCY_LADDER_S if quick else LATENCY_LADDER_S
+    rows = []
+    for n, canary in enumerate(canaries()):
+        rungs = []
+        for k, d_s in enumerate(ladder):
+            rungs.append(_rung(canary, d_s, runs, seed=20_000 + 1_000 * n + 100 * k))
+            if rungs[-1]["caught"] == runs or "error" in rungs[-1]:
+                break
+        best = rungs[-1]["d_s"] if rungs[-1]["caught"] == runs else None
+        rows.append(
+            {
+                "canary": canary,
+                "always_caught_at_s": best,
+                "meets_target": best is not None and best <= LATENCY_TARGET_S,
+                "rungs": rungs,
+                "errors": [r["error"] for r in rungs if "error" in r],
+            }
+        )
+    return {
+        "ladder_s": list(ladder),
+        "runs": runs,
+        "target_s": LATENCY_TARGET_S,
+        "chaos": "Chaos.default()",
+        "rows": rows,
+    }
+
+
+def render_latency(section: dict[str, Any]) -> str:
+    """The latency table as text."""
+    rows = []
+    for r in section["rows"]:
+        best = r["always_caught_at_s"]
+        tried = ", ".join(f"{g['d_s']:g} s {g['caught']}/{g['runs']}" for g in r["rungs"])
+        rows.append(
+            [
+                r["canary"],
+                "-" if best is None else f"{best:g}",
+                "yes" if r["meets_target"] else "no",
+                tried,
+                "; ".join(r["errors"])[:60],
+            ]
+        )
+    head = (
+        f"## 3b. Detection latency ({section['runs']}/{section['runs']} runs caught under "
+        f"{section['chaos']}; ladder {section['ladder_s']} s; target <= {section['target_s']:g} s)"
+    )
+    return "\n".join(
+        [
+            head,
+            "",
+            table(
+                [
+                    "canary",
+                    f"{section['runs']}/{section['runs']} at s",
+                    "target",
+                    "rungs tried",
+                    "error",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 def measure(trials: int, quick: bool) -> dict[str, Any]:
     """Run ``trials`` ladder trials per canary and preset; return the JSON section."""
     ladder = QUICK_LADDER_MS if quick else LADDER_MS
@@ -134,7 +236,13 @@ def measure(trials: int, quick: bool) -> dict[str, Any]:
                     "errors": errors,
                 }
             )
-    return {"ladder_ms": list(ladder), "trials": trials, "rows": rows}
+    runs = QUICK_LATENCY_RUNS if quick else LATENCY_RUNS
+    return {
+        "ladder_ms": list(ladder),
+        "trials": trials,
+        "rows": rows,
+        "latency": measure_latency(runs, quick),
+    }
 
 
 def render(section: dict[str, Any]) -> str:
@@ -178,6 +286,8 @@ def render(section: dict[str, Any]) -> str:
             rows,
         )
     )
+    if "latency" in section:
+        out += ["", render_latency(section["latency"])]
     return "\n".join(out)
 
 

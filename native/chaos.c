@@ -124,22 +124,33 @@ int chaos_add(struct chaos *c, const char *name, double hz,
     return 0;
 }
 
-/* A live worker TID picked by the schedule, or 0. */
-static pid_t pick_worker(struct chaos *c, uint64_t *rng, struct prseq_slot **slot)
+/* A live worker TID picked by the schedule, or 0. With lock set, returns
+ * with that slot's tid_lock held (release it with pick_release) so the TID
+ * stays the worker's own until the caller is done with it. */
+static pid_t pick_worker(struct chaos *c, uint64_t *rng, struct prseq_slot **slot, int lock)
 {
     struct prseq_run *run = c->run;
     uint32_t first = (uint32_t)(prseq_rand(rng) % run->nr_slots);
 
     for (uint32_t k = 0; k < run->nr_slots; k++) {
         struct prseq_slot *s = &run->slots[(first + k) % run->nr_slots];
-        pid_t tid = __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE);
+        pid_t tid;
+        if (lock)
+            pthread_mutex_lock(&s->tid_lock);
+        tid = __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE);
         if (tid > 0) {
-            if (slot)
-                *slot = s;
+            *slot = s;
             return tid;
         }
+        if (lock)
+            pthread_mutex_unlock(&s->tid_lock);
     }
     return 0;
+}
+
+static void pick_release(struct prseq_slot *slot)
+{
+    pthread_mutex_unlock(&slot->tid_lock);
 }
 
 /* ---- signal storm ---------------------------------------------------- */
@@ -175,7 +186,10 @@ static int signals_setup(struct chaos *c)
 
 static void signals_fire(struct chaos *c, uint64_t *rng)
 {
-    pid_t tid = pick_worker(c, rng, NULL);
+    struct prseq_slot *slot;
+    /* tgkill reaches only this process: no lock, a recycled TID is at worst
+     * another of our threads, which has the handler too. */
+    pid_t tid = pick_worker(c, rng, &slot, 0);
 
     if (tid > 0 && syscall(SYS_tgkill, getpid(), tid, c->signo) == 0)
         __atomic_fetch_add(&c->signals_sent, 1, __ATOMIC_RELAXED);
@@ -281,41 +295,82 @@ static void timer_leave(struct chaos *c, struct prseq_slot *slot)
 /* The masks affinity churn moves workers between: each allowed CPU alone
  * (two workers on one CPU preempt each other; a move is a migration),
  * sparse pairs where there are gaps, and the whole allowed set. */
-static int affinity_setup(struct chaos *c)
+static cpu_set_t *affinity_add_mask(struct chaos *c)
 {
-    int cpus[CPU_SETSIZE], n = 0;
+    cpu_set_t *mask = prseq_mask_alloc(c->run->nr_cpus, &c->mask_size);
 
-    for (int i = 0; i < CPU_SETSIZE; i++)
-        if (CPU_ISSET(i, &c->allowed))
-            cpus[n++] = i;
-    if (n == 0)
-        return -EINVAL;
-    for (int i = 0; i < n && c->nr_masks < CHAOS_MAX_CHOICES - 2; i++) {
-        CPU_ZERO(&c->masks[c->nr_masks]);
-        CPU_SET(cpus[i], &c->masks[c->nr_masks]);
-        c->nr_masks++;
-    }
-    if (n >= 3) {
-        CPU_ZERO(&c->masks[c->nr_masks]);
-        for (int i = 0; i < n; i += 2)
-            CPU_SET(cpus[i], &c->masks[c->nr_masks]);
-        c->nr_masks++;
-    }
-    c->masks[c->nr_masks++] = c->allowed;
-    return 0;
+    if (mask)
+        c->masks[c->nr_masks++] = mask;
+    return mask;
 }
 
+static int affinity_setup(struct chaos *c)
+{
+    uint32_t nr = c->run->nr_cpus, n = 0;
+    uint32_t *cpus = malloc(sizeof(*cpus) * nr);
+    cpu_set_t *mask;
+    int rc = 0;
+
+    if (!cpus)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < nr; i++)
+        if (CPU_ISSET_S(i, c->mask_size, c->allowed))
+            cpus[n++] = i;
+    for (uint32_t i = 0; i < n && c->nr_masks < CHAOS_MAX_CHOICES - 2 && rc == 0; i++) {
+        if ((mask = affinity_add_mask(c))) {
+            CPU_SET_S(cpus[i], c->mask_size, mask);
+            c->single_cpu[c->nr_single++] = cpus[i];
+        } else
+            rc = -ENOMEM;
+    }
+    if (n >= 3 && rc == 0) {
+        if ((mask = affinity_add_mask(c)))
+            for (uint32_t i = 0; i < n; i += 2)
+                CPU_SET_S(cpus[i], c->mask_size, mask);
+        else
+            rc = -ENOMEM;
+    }
+    free(cpus);
+    if (rc == 0 && n == 0)
+        rc = -EINVAL;
+    if (rc == 0)
+        c->masks[c->nr_masks++] = c->allowed; /* owned by c->allowed: not freed twice */
+    return rc;
+}
+
+/* The mask of the next affinity event for a worker now on `cpu`: three
+ * times in four a flip, the single CPU of a different allowed CPU, so the
+ * event is a migration at whatever point the worker was (a random mask
+ * often keeps it where it is); otherwise any of the masks. */
+static const cpu_set_t *affinity_pick(struct chaos *c, uint64_t *rng, uint32_t cpu)
+{
+    uint64_t r = prseq_rand(rng);
+
+    if ((r & 3) != 0 && c->nr_single >= 2) {
+        int k = (int)((r >> 2) % (uint64_t)c->nr_single);
+        if (c->single_cpu[k] == cpu)
+            k = (k + 1 + (int)((r >> 32) % (uint64_t)(c->nr_single - 1))) % c->nr_single;
+        return c->masks[k];
+    }
+    return c->masks[(r >> 2) % (uint64_t)c->nr_masks];
+}
+
+/* sched_setaffinity reaches any process: the TID is used only while the
+ * slot's tid_lock is held, and the worker clears it under that lock. */
 static void affinity_fire(struct chaos *c, uint64_t *rng)
 {
-    pid_t tid = pick_worker(c, rng, NULL);
-    const cpu_set_t *mask = &c->masks[prseq_rand(rng) % (uint64_t)c->nr_masks];
+    struct prseq_slot *slot;
+    pid_t tid = pick_worker(c, rng, &slot, 1);
+    const cpu_set_t *mask;
     int rc;
 
     if (tid <= 0)
         return;
+    mask = affinity_pick(c, rng, __atomic_load_n(&slot->cpu, __ATOMIC_RELAXED));
     prseq_mask_change_begin(c->run);
-    rc = sched_setaffinity(tid, sizeof(*mask), mask);
+    rc = sched_setaffinity(tid, c->mask_size, mask);
     prseq_mask_change_end(c->run);
+    pick_release(slot);
     if (rc == 0)
         __atomic_fetch_add(&c->affinity_changes, 1, __ATOMIC_RELAXED);
 }
@@ -327,11 +382,24 @@ static void affinity_restore(struct chaos *c)
 
     prseq_mask_change_begin(run);
     for (uint32_t i = 0; i < run->nr_slots; i++) {
-        pid_t tid = __atomic_load_n(&run->slots[i].tid, __ATOMIC_ACQUIRE);
-        if (tid > 0)
-            sched_setaffinity(tid, sizeof(c->allowed), &c->allowed);
+        struct prseq_slot *s = &run->slots[i];
+        pthread_mutex_lock(&s->tid_lock);
+        if (s->tid > 0)
+            sched_setaffinity(s->tid, c->mask_size, c->allowed);
+        pthread_mutex_unlock(&s->tid_lock);
     }
     prseq_mask_change_end(run);
+}
+
+static void affinity_free(struct chaos *c)
+{
+    for (int i = 0; i < c->nr_masks; i++)
+        if (c->masks[i] != c->allowed)
+            CPU_FREE(c->masks[i]);
+    if (c->allowed)
+        CPU_FREE(c->allowed);
+    c->nr_masks = 0;
+    c->allowed = NULL;
 }
 
 /* ---- membarrier ------------------------------------------------------- */
@@ -374,7 +442,10 @@ int prseq_chaos_start(struct prseq_run *run)
     c->offline_cpu = -1;
     run->chaos = c;
     __atomic_store_n(&signals_delivered, 0, __ATOMIC_RELAXED);
-    if (sched_getaffinity(0, sizeof(c->allowed), &c->allowed) != 0)
+    c->allowed = prseq_mask_alloc(run->nr_cpus, &c->mask_size);
+    if (!c->allowed)
+        return fail(run, ENOMEM, "chaos CPU mask");
+    if (sched_getaffinity(0, c->mask_size, c->allowed) != 0)
         return fail(run, errno, "sched_getaffinity");
 
     if (cfg->signals_hz > 0 || cfg->timer_hz > 0) {
@@ -462,6 +533,7 @@ void prseq_chaos_finish(struct prseq_run *run)
     res->membarriers = c->membarriers;
     res->hotplug_events = c->hotplug_events;
     free(c->choices_buf);
+    affinity_free(c);
     pthread_mutex_destroy(&c->timer_lock);
     free(c);
     run->chaos = NULL;

@@ -38,9 +38,12 @@ struct chaos {
      * prseq_chaos_stop can disarm every live timer while workers leave */
     pthread_mutex_t timer_lock;
     /* affinity */
-    cpu_set_t allowed;
-    cpu_set_t masks[CHAOS_MAX_CHOICES];
+    cpu_set_t *allowed;        /* CPU_ALLOC'd for the possible CPUs */
+    cpu_set_t *masks[CHAOS_MAX_CHOICES];
+    size_t mask_size;          /* bytes of each of these masks */
     int nr_masks;
+    uint32_t single_cpu[CHAOS_MAX_CHOICES]; /* masks[i], i < nr_single: CPU single_cpu[i] alone */
+    int nr_single;
     /* cpuset */
     int cpus_fd;
     char *choices[CHAOS_MAX_CHOICES];

@@ -18,12 +18,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "chaos.h"
 
 /* Ops each fork child does on its copy of the workload state. */
 #define FORK_OPS 256
-/* How long a fork child may take before it is killed (and counted as an error). */
+/* A fork child still running this long is hung (killed, reported as the
+ * workload's); a child cut short by the end of the run before that is only
+ * not counted. */
 #define FORK_TIMEOUT_NS 2000000000ull
+#define FORK_HUNG_NS 250000000ull
 
 static int write_text(int fd, const char *text)
 {
@@ -178,8 +182,12 @@ void chaos_hotplug_teardown(struct chaos *c)
 
 /* ---- fork churn --------------------------------------------------------- */
 
-/* In the child: only this thread exists. Do FORK_OPS ops on the copy of
- * the state and exit 0 when the total grew by exactly that much. */
+/* In the child of a fork taken while the workers ran: only this thread
+ * exists, and any lock another thread held at the fork stays held. A
+ * workload that declares itself fork-safe does FORK_OPS ops on its copy of
+ * the state (exit 0 when the total grew by exactly that much); any other
+ * workload's code is never called here: the child reads its inherited rseq
+ * area (the kernel's fork path for a registered thread) and exits. */
 static void fork_child(struct prseq_run *run)
 {
     const struct prseq_workload *w = run->w;
@@ -187,7 +195,15 @@ static void fork_child(struct prseq_run *run)
     int use_rseq = run->res->path == PRSEQ_PATH_RSEQ;
     int (*op)(void *, struct prseq_thread *) = use_rseq ? w->op : w->fallback_op;
     uint64_t before, after, done = 0;
+    int owner;
 
+    if (!(prseq_workload_flags(w) & PRSEQ_WORKLOAD_FORK_SAFE)) {
+        struct prseq_area *area = prseq_current_area(&owner);
+        /* Registered areas are inherited: cpu_id must be a CPU id here. */
+        if (area && (int32_t)__atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED) < 0)
+            _exit(5);
+        _exit(0);
+    }
     if (w->thread_init && w->thread_init(run->state, &t) != 0)
         _exit(3);
     before = w->total(run->state);
@@ -205,9 +221,35 @@ static void fork_child(struct prseq_run *run)
     _exit(after - before == FORK_OPS ? 0 : 1);
 }
 
+static int fork_stopping(struct chaos *c)
+{
+    return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE) ||
+           __atomic_load_n(&c->run->stop, __ATOMIC_ACQUIRE);
+}
+
+/* Kill and reap a child that did not finish. One that ran FORK_HUNG_NS or
+ * more is hung in the workload's callbacks (only a fork-safe workload's
+ * code runs there): the run fails with the workload named, not as lost
+ * counts. One cut short by the end of the run is not counted at all. */
+static void fork_kill(struct chaos *c, pid_t pid, uint64_t ran_ns)
+{
+    int status;
+
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (ran_ns < FORK_HUNG_NS)
+        return;
+    prseq_run_fail(c->run, ETIMEDOUT,
+                   "%s: a forked child hung for %.2f s in the workload's callbacks and was "
+                   "killed; the workload declares itself fork-safe (PRSEQ_WORKLOAD_FORK_SAFE) "
+                   "but is not (a lock held by another thread at the fork?)",
+                   c->run->w->name, (double)ran_ns / 1e9);
+}
+
 void chaos_fork_fire(struct chaos *c, uint64_t *rng)
 {
-    uint64_t deadline;
+    uint64_t start, deadline;
     int status = 0;
     pid_t pid, got;
 
@@ -219,16 +261,17 @@ void chaos_fork_fire(struct chaos *c, uint64_t *rng)
     }
     if (pid == 0)
         fork_child(c->run);
-    deadline = prseq_now_ns() + FORK_TIMEOUT_NS;
-    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && prseq_now_ns() < deadline) {
+    start = prseq_now_ns();
+    deadline = start + FORK_TIMEOUT_NS;
+    /* The wait honours the run's stop: a hung child never holds the run
+     * past its deadline. */
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && prseq_now_ns() < deadline &&
+           !fork_stopping(c)) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 200000};
         nanosleep(&ts, NULL);
     }
     if (got == 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        __atomic_fetch_add(&c->fork_errors, 1, __ATOMIC_RELAXED);
+        fork_kill(c, pid, prseq_now_ns() - start);
         return;
     }
     if (got == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) {

@@ -42,6 +42,29 @@ void prseq_request_stop(void)
     __atomic_store_n(&stop_requested, 1, __ATOMIC_RELEASE);
 }
 
+/* The flag is cleared only here, by the caller at the start of a whole
+ * top-level run (both halves of path="both" included): a run never clears
+ * it, so a stop asked for during one half also stops the next. */
+void prseq_clear_stop(void)
+{
+    __atomic_store_n(&stop_requested, 0, __ATOMIC_RELEASE);
+}
+
+int prseq_stop_requested(void)
+{
+    return __atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE);
+}
+
+cpu_set_t *prseq_mask_alloc(uint32_t nr_cpus, size_t *size)
+{
+    cpu_set_t *mask = CPU_ALLOC(nr_cpus ? nr_cpus : 1);
+
+    *size = CPU_ALLOC_SIZE(nr_cpus ? nr_cpus : 1);
+    if (mask)
+        CPU_ZERO_S(*size, mask);
+    return mask;
+}
+
 uint64_t prseq_now_ns(void)
 {
     struct timespec ts;
@@ -109,19 +132,19 @@ static void record_violation(struct prseq_run *run, uint64_t kind, uint64_t a, u
  * mask_gen unchanged):
  * such a change migrates the thread before the injector's syscall returns,
  * and the kernel rewrites cpu_id before the thread runs user code again. */
-static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
+static void sample_invariants(struct prseq_run *run, struct prseq_area *area, cpu_set_t *mask)
 {
     uint32_t before, start, after, cid, node;
     unsigned int cpu = 0, cpu_node = 0;
     uint64_t gen1, gen2;
     uint32_t busy;
-    cpu_set_t mask;
+    size_t size = CPU_ALLOC_SIZE(run->nr_cpus);
     int have_mask, have_cpu;
 
     __atomic_fetch_add(&run->invariant_samples, 1, __ATOMIC_RELAXED);
     gen1 = __atomic_load_n(&run->mask_gen, __ATOMIC_SEQ_CST);
     busy = __atomic_load_n(&run->mask_busy, __ATOMIC_SEQ_CST);
-    have_mask = sched_getaffinity(0, sizeof(mask), &mask) == 0;
+    have_mask = mask && sched_getaffinity(0, size, mask) == 0;
     before = __atomic_load_n(&area->cpu_id, __ATOMIC_ACQUIRE);
     start = __atomic_load_n(&area->cpu_id_start, __ATOMIC_ACQUIRE);
     cid = __atomic_load_n(&area->mm_cid, __ATOMIC_ACQUIRE);
@@ -136,9 +159,9 @@ static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
         record_violation(run, VIOLATION_CPU_ID_START, before, start, 0);
     else if (before >= run->nr_cpus)
         record_violation(run, VIOLATION_CPU_RANGE, before, start, run->nr_cpus);
-    else if (have_mask && gen1 == gen2 && busy == 0 && !CPU_ISSET(before, &mask))
+    else if (have_mask && gen1 == gen2 && busy == 0 && !CPU_ISSET_S(before, size, mask))
         record_violation(run, VIOLATION_CPU_NOT_ALLOWED, before, start,
-                         (uint64_t)CPU_COUNT(&mask));
+                         (uint64_t)CPU_COUNT_S(size, mask));
     else if (have_cpu && cpu != before)
         record_violation(run, VIOLATION_GETCPU, before, start, cpu);
     else if (run->node_id_usable && run->cpu_node && run->cpu_node[before] >= 0 &&
@@ -148,25 +171,78 @@ static void sample_invariants(struct prseq_run *run, struct prseq_area *area)
         record_violation(run, VIOLATION_MM_CID_RANGE, before, start, cid);
 }
 
-/* NUMA node of every possible CPU, from /sys/devices/system/cpu/cpuN/nodeK. */
-static int16_t *read_cpu_nodes(uint32_t nr_cpus)
+/* Mark the CPUs of a cpulist ("0-3,8,10-11") as on `node`. */
+static void mark_cpulist(int16_t *map, uint32_t nr_cpus, const char *list, int node)
+{
+    const char *p = list;
+
+    while (*p >= '0' && *p <= '9') {
+        char *end;
+        unsigned long lo = strtoul(p, &end, 10), hi = lo;
+        if (*end == '-')
+            hi = strtoul(end + 1, &end, 10);
+        for (unsigned long cpu = lo; cpu <= hi && cpu < nr_cpus; cpu++)
+            map[cpu] = (int16_t)node;
+        p = *end == ',' ? end + 1 : end;
+    }
+}
+
+/* NUMA node of every possible CPU, from <root>/nodeN/cpulist: one pass over
+ * the node directories (root NULL = /sys/devices/system/node). A missing
+ * tree leaves every CPU unknown (-1) at once, with no per-CPU probing. */
+static int16_t *read_cpu_nodes(uint32_t nr_cpus, const char *root)
 {
     int16_t *map = malloc(sizeof(*map) * nr_cpus);
-    char path[128];
+    char path[4096], list[4096];
+    struct dirent *e;
+    DIR *d;
 
     if (!map)
         return NULL;
-    for (uint32_t cpu = 0; cpu < nr_cpus; cpu++) {
+    for (uint32_t cpu = 0; cpu < nr_cpus; cpu++)
         map[cpu] = -1;
-        for (int node = 0; node < 1024; node++) {
-            snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%u/node%d", cpu, node);
-            if (access(path, F_OK) == 0) {
-                map[cpu] = (int16_t)node;
-                break;
-            }
-        }
+    if (!root || !root[0])
+        root = "/sys/devices/system/node";
+    d = opendir(root);
+    if (!d)
+        return map;
+    while ((e = readdir(d))) {
+        char *end;
+        long node;
+        FILE *f;
+        size_t n;
+        if (strncmp(e->d_name, "node", 4) != 0)
+            continue;
+        node = strtol(e->d_name + 4, &end, 10);
+        if (end == e->d_name + 4 || *end || node < 0 || node > INT16_MAX)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s/cpulist", root, e->d_name);
+        f = fopen(path, "re");
+        if (!f)
+            continue;
+        n = fread(list, 1, sizeof(list) - 1, f);
+        fclose(f);
+        list[n] = '\0';
+        mark_cpulist(map, nr_cpus, list, (int)node);
     }
+    closedir(d);
     return map;
+}
+
+/* Threads this process has now (/proc/self/task entries). */
+static uint32_t count_threads(void);
+
+/* The kernel keeps mm_cid below min(threads of the process, the process's
+ * nr_cpus_allowed), and nr_cpus_allowed is the union of every mask any of
+ * its threads ever had, not the caller's mask now (a thread pinned to CPU 0
+ * while another runs on CPU 1 still sees cids 0 and 1). A bound never below
+ * the kernel's: the possible CPU ids, and the threads (the workers, those
+ * there now, the injector threads, a margin). */
+static uint32_t mm_cid_bound(const struct prseq_config *cfg, uint32_t nr_cpus)
+{
+    uint32_t threads = cfg->threads + count_threads() + 8;
+
+    return threads < nr_cpus ? threads : nr_cpus;
 }
 
 /* Threads this process has now (/proc/self/task entries). */
@@ -184,6 +260,81 @@ static uint32_t count_threads(void)
     return n;
 }
 
+/* ---- lifecycle boundaries ---------------------------------------------
+ * A worker's life must not end on a multiple of any batch: a workload that
+ * keeps per-thread state (a batching counter, a cache) and loses it at
+ * thread_exit only shows when the thread leaves at an arbitrary op. Each
+ * life draws from its own generator (seed, slot, how many lives the slot
+ * had), so the lengths repeat for a seed where the schedule does. */
+
+static uint64_t life_rng(const struct prseq_run *run, const struct prseq_slot *s)
+{
+    return run->cfg->seed ^ 0xd1b54a32d192ed03ull ^ ((uint64_t)s->t.index << 40) ^ s->lives;
+}
+
+/* Ops in the next batch: the first of a life is a random length in
+ * [1, cap] (its first boundary lands anywhere), the rest are whole batches
+ * for throughput; never more than `left`. */
+static uint64_t lifecycle_batch(struct prseq_slot *s, uint64_t cap, uint64_t left)
+{
+    uint64_t n = cap;
+
+    if (!s->first_done) {
+        n = 1 + prseq_rand(&s->rng) % cap;
+        s->first_done = 1;
+    }
+    return n < left ? n : left;
+}
+
+/* Ops a leaving worker still does: random in [0, cap), at most `left`. */
+static uint64_t lifecycle_tail(struct prseq_slot *s, uint64_t cap, uint64_t left)
+{
+    uint64_t n = prseq_rand(&s->rng) % cap;
+
+    return n < left ? n : left;
+}
+
+/* n ops: one batch call for the built-in counters, else one op call each.
+ * Adds the ops done to *done; a negative errno stops the run. */
+static int run_ops(struct prseq_run *run, struct prseq_slot *s,
+                   int (*op)(void *, struct prseq_thread *), prseq_batch_fn batch, uint64_t n,
+                   uint64_t *done)
+{
+    if (n == 0)
+        return 0;
+    if (batch) {
+        /* Built-in counters: the whole batch in one call, section inlined. */
+        int rc = batch(run->state, &s->t, n, done);
+        if (rc < 0) {
+            prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
+                           strerror(-rc), s->t.index);
+            return rc;
+        }
+        return 0;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        int rc = op(run->state, &s->t);
+        if (rc == 0) {
+            (*done)++;
+        } else if (rc < 0) {
+            prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
+                           strerror(-rc), s->t.index);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Injectors that act on a worker by TID (sched_setaffinity is not limited
+ * to this process) hold the slot's tid_lock across the call: the TID is
+ * set and cleared under it, so it never names a thread that already left. */
+static void slot_publish_tid(struct prseq_slot *s, pid_t tid)
+{
+    pthread_mutex_lock(&s->tid_lock);
+    __atomic_store_n(&s->tid, tid, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&s->tid_lock);
+}
+
 static void *worker_main(void *arg)
 {
     struct prseq_slot *s = arg;
@@ -198,9 +349,11 @@ static void *worker_main(void *arg)
      * CPUs is what migration chaos must show. */
     uint32_t last_cpu = s->last_cpu;
     struct prseq_area *area;
+    cpu_set_t *mask = NULL;
+    size_t mask_size;
     int owner, registered = 0, entered = 0;
 
-    __atomic_store_n(&s->tid, gettid(), __ATOMIC_RELEASE);
+    slot_publish_tid(s, gettid());
     if (use_rseq && cfg->own_registration && !cfg->workload_registers) {
         int rc = prseq_own_register();
         if (rc < 0) {
@@ -226,44 +379,34 @@ static void *worker_main(void *arg)
     }
     prseq_chaos_worker_enter(run, s);
     entered = 1;
+    if (area && cfg->sample_every)
+        mask = prseq_mask_alloc(run->nr_cpus, &mask_size);
     if (s->lifetime_ns)
         born = prseq_now_ns();
 
     while (!__atomic_load_n(&run->stop, __ATOMIC_RELAXED) && done < remaining) {
-        uint64_t cap = batch ? FAST_BATCH : BATCH;
-        uint64_t n = remaining - done < cap ? remaining - done : cap;
+        uint64_t n = lifecycle_batch(s, batch ? FAST_BATCH : BATCH, remaining - done);
         uint32_t cpu;
 
-        if (batch) {
-            /* Built-in counters: the whole batch in one call, section inlined. */
-            int rc = batch(run->state, &s->t, n, &done);
-            if (rc < 0) {
-                prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
-                               strerror(-rc), s->t.index);
-                goto leave;
-            }
-            n = 0; /* nothing left for the per-op loop */
-        }
-        for (uint64_t i = 0; i < n; i++) {
-            int rc = op(run->state, &s->t);
-            if (rc == 0) {
-                done++;
-            } else if (rc < 0) {
-                prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
-                               strerror(-rc), s->t.index);
-                goto leave;
-            }
-        }
+        if (run_ops(run, s, op, batch, n, &done) < 0)
+            goto leave;
         cpu = area ? __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED) : (uint32_t)sched_getcpu();
         if (cpu != last_cpu) {
             migrations += last_cpu != UINT32_MAX;
             last_cpu = cpu;
+            __atomic_store_n(&s->cpu, cpu, __ATOMIC_RELAXED);
         }
         if (area && cfg->sample_every && ++batches % cfg->sample_every == 0)
-            sample_invariants(run, area);
+            sample_invariants(run, area, mask);
         if (s->lifetime_ns && prseq_now_ns() - born >= s->lifetime_ns)
             break;
     }
+    /* The deadline, a stop or the end of a churned life arrives between two
+     * batches: finish a seeded random tail so the last op before
+     * thread_exit lands at an arbitrary point, not on a batch boundary. */
+    if (!__atomic_load_n(&run->error, __ATOMIC_ACQUIRE) && done < remaining)
+        run_ops(run, s, op, batch, lifecycle_tail(s, batch ? FAST_BATCH : BATCH, remaining - done),
+                &done);
 leave:
     if (entered)
         prseq_chaos_worker_leave(run, s);
@@ -275,7 +418,9 @@ out:
     s->ops += done;
     s->migrations += migrations;
     s->last_cpu = last_cpu;
-    __atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
+    if (mask)
+        CPU_FREE(mask);
+    slot_publish_tid(s, 0);
     __atomic_store_n(&s->exited, 1, __ATOMIC_RELEASE);
     sem_post(&run->exited);
     return NULL;
@@ -287,6 +432,9 @@ static int start_slot(struct prseq_run *run, struct prseq_slot *s)
 
     s->exited = 0;
     s->lifetime_ns = pick_lifetime(run, s);
+    s->rng = life_rng(run, s);
+    s->first_done = 0;
+    s->lives++;
     rc = pthread_create(&s->thread, NULL, worker_main, s);
     if (rc != 0) {
         prseq_run_fail(run, rc, "pthread_create for slot %u failed: %s", s->t.index,
@@ -349,7 +497,7 @@ const char *prseq_workload_problem(const struct prseq_workload *w)
 {
     if (!w)
         return "no workload";
-    if (w->abi_version != PRSEQ_ABI_VERSION)
+    if (w->abi_version < 1 || w->abi_version > PRSEQ_ABI_VERSION)
         return "abi_version";
     if (!w->name)
         return "name";
@@ -364,6 +512,12 @@ const char *prseq_workload_problem(const struct prseq_workload *w)
     if (!w->destroy)
         return "destroy";
     return NULL;
+}
+
+uint32_t prseq_workload_flags(const struct prseq_workload *w)
+{
+    /* A version 1 structure ends before `flags`: never read past it. */
+    return w->abi_version >= 2 ? w->flags : 0;
 }
 
 /* Which path and whose area the workers will use. */
@@ -434,30 +588,14 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     }
     if (choose_path(cfg, res) < 0)
         return -res->error;
-    __atomic_store_n(&stop_requested, 0, __ATOMIC_RELEASE);
     run->w = w;
     run->cfg = cfg;
     run->res = res;
     run->nr_slots = cfg->threads;
     run->nr_cpus = prseq_possible_cpus();
-    run->cpu_node = read_cpu_nodes(run->nr_cpus);
+    run->cpu_node = read_cpu_nodes(run->nr_cpus, cfg->node_root);
     run->node_id_usable = prseq_node_id_usable(res->owner);
-    /* Concurrency ids stay below both the threads of the process (the
-     * workers, the threads there now, the injector threads) and the CPUs it
-     * may run on (affinity and cpuset chaos only narrow that set). */
-    run->mm_cid_bound = cfg->threads + count_threads() + 8;
-    {
-        cpu_set_t allowed;
-        uint32_t n = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
-                         ? (uint32_t)CPU_COUNT(&allowed)
-                         : run->nr_cpus;
-        if (n < run->nr_cpus)
-            run->nr_cpus_allowed = n;
-        else
-            run->nr_cpus_allowed = run->nr_cpus;
-    }
-    if (run->mm_cid_bound > run->nr_cpus_allowed)
-        run->mm_cid_bound = run->nr_cpus_allowed;
+    run->mm_cid_bound = mm_cid_bound(cfg, run->nr_cpus);
     res->threads = cfg->threads;
     prseq_workloads_set_cs_delay(cfg->cs_delay);
 
@@ -482,6 +620,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         s->run = run;
         s->t.index = i;
         s->last_cpu = UINT32_MAX;
+        pthread_mutex_init(&s->tid_lock, NULL);
         s->budget = cfg->slot_budgets ? cfg->slot_budgets[i]
                     : cfg->ops_per_thread ? cfg->ops_per_thread
                                           : UINT64_MAX;
@@ -546,6 +685,8 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         res->error = run->error;
     w->destroy(run->state);
     sem_destroy(&run->exited);
+    for (uint32_t i = 0; i < cfg->threads; i++)
+        pthread_mutex_destroy(&run->slots[i].tid_lock);
     free(run->slots);
     free(run->cpu_node);
     return res->error ? -res->error : 0;

@@ -3,6 +3,7 @@
 #define PRSEQ_HARNESS_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -16,11 +17,16 @@ struct prseq_slot {
     int joinable;              /* a pthread in this slot still needs joining */
     int exited;                /* written by the worker when it leaves */
     pid_t tid;                 /* kernel TID while running, 0 otherwise */
+    pthread_mutex_t tid_lock;  /* tid changes, and TID-targeted injectors act, under it */
     uint64_t budget;           /* ops this slot must do (UINT64_MAX = none) */
     uint64_t ops;              /* ops done over every thread of this slot */
     uint64_t migrations;
     uint32_t last_cpu;         /* CPU the slot's last thread was last seen on */
+    uint32_t cpu;              /* the running worker's CPU at its last batch (for injectors) */
     uint64_t lifetime_ns;      /* churn: how long the current thread lives */
+    uint64_t rng;              /* the current life's generator (batch lengths, tail) */
+    uint64_t lives;            /* threads this slot has started */
+    int first_done;            /* the current life did its random first batch */
     void *timer;               /* chaos.c: the thread's POSIX timer (signal storm) */
     uint64_t timer_born;       /* when that timer started */
     struct prseq_run *run;
@@ -43,7 +49,6 @@ struct prseq_run {
     uint64_t first_violation[4];
     uint64_t mask_gen;         /* moves at the start and end of every mask change */
     uint32_t mask_busy;        /* mask changes in flight */
-    uint32_t nr_cpus_allowed;  /* CPUs in the process's mask when the run began */
     uint32_t mm_cid_bound;     /* mm_cid must stay below this */
     int node_id_usable;        /* the area's node_id field is filled by the kernel */
     int16_t *cpu_node;         /* NUMA node of each possible CPU (-1 unknown) */
@@ -58,8 +63,17 @@ void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
  * or NULL when the workload can run. */
 const char *prseq_workload_problem(const struct prseq_workload *w);
 
+/* The workload's PRSEQ_WORKLOAD_* flags (0 for an ABI version 1 workload,
+ * whose structure has no flags field). */
+uint32_t prseq_workload_flags(const struct prseq_workload *w);
+
 /* splitmix64: the seeded generator of every schedule (churn, injectors). */
 uint64_t prseq_rand(uint64_t *state);
+
+/* A CPU mask sized for nr_cpus possible CPU ids (CPU_ALLOC), zeroed, and
+ * its size in bytes for the *_S macros and sched_{get,set}affinity; NULL
+ * when out of memory. Free with CPU_FREE. */
+cpu_set_t *prseq_mask_alloc(uint32_t nr_cpus, size_t *size);
 
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t prseq_now_ns(void);

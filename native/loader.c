@@ -58,10 +58,10 @@ const struct prseq_workload *prseq_load_library(const char *path, const char *sy
         dlclose(handle);
         return NULL;
     }
-    if (w->abi_version != PRSEQ_ABI_VERSION) {
+    if (w->abi_version < 1 || w->abi_version > PRSEQ_ABI_VERSION) {
         snprintf(err, errlen,
                  "%s: %s() returned a workload with abi_version %u; this pytest-rseq "
-                 "speaks version %u (rebuild against its pytest_rseq.h)",
+                 "speaks versions 1 to %u (rebuild against its pytest_rseq.h)",
                  path, symbol, w->abi_version, PRSEQ_ABI_VERSION);
         dlclose(handle);
         return NULL;

@@ -68,6 +68,7 @@ struct prseq_config {
     const char *cpuset_choices;   /* ';'-separated cpu lists to cycle through */
     const char *hotplug_cpus;     /* ','-separated CPU ids the hotplug injector may offline */
     const char *hotplug_root;     /* NULL = /sys/devices/system/cpu (tests pass a fake tree) */
+    const char *node_root;        /* NULL = /sys/devices/system/node (tests pass a fake tree) */
 };
 
 struct prseq_result {
@@ -109,6 +110,8 @@ const char *prseq_builtin_name(uint32_t index);
 int prseq_run(const struct prseq_workload *w, const struct prseq_config *cfg,
               struct prseq_result *res);
 void prseq_request_stop(void);
+void prseq_clear_stop(void);
+int prseq_stop_requested(void);
 uint32_t prseq_possible_cpus(void);
 const struct prseq_workload *prseq_load_library(const char *path, const char *symbol,
                                                 char *err, size_t errlen);

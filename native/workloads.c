@@ -19,6 +19,16 @@
 /* The bad-signature canary spins inside its section so that preemption and
  * signals land there and trigger the (fatal) abort. */
 #define BAD_SIG_WINDOW 256
+/* The stale-cpu canary reads cpu_id once every STALE_REFRESH ops and keeps
+ * using it (never comparing it inside the section); its section spins
+ * STALE_SECTION_WINDOW iterations between its load and its commit store, the
+ * window in which a stale write and the owning CPU's write overlap. */
+#define STALE_REFRESH 32
+#define STALE_SECTION_WINDOW 32
+/* The exit-loss canary flushes its per-thread remainder every EXIT_LOSS_FLUSH
+ * ops: a power of two that divides every harness batch, so it only shows
+ * when a thread leaves at an op that is not a multiple of a batch. */
+#define EXIT_LOSS_FLUSH 64
 
 struct shard {
     _Alignas(PRSEQ_CACHELINE) uint64_t value;
@@ -37,6 +47,8 @@ enum counter_kind {
     CLOBBER_STALE_CPU,    /* claims the other allowed CPU: getcpu() disagrees */
     CLOBBER_NODE_ID,      /* node_id is not the node of cpu_id */
     CLOBBER_MM_CID,       /* mm_cid far above any bound */
+    STALE_CPU,            /* cpu read before the section, never compared in it */
+    EXIT_LOSS,            /* per-thread remainder dropped at thread_exit */
 };
 
 /* Per-thread state of the clobbering canaries. */
@@ -133,6 +145,18 @@ static void *create_bad_sig(uint32_t nr_threads)
     return counter_create(BAD_SIG, BAD_SIG_WINDOW);
 }
 
+static void *create_stale_cpu(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(STALE_CPU, STALE_SECTION_WINDOW);
+}
+
+static void *create_exit_loss(uint32_t nr_threads)
+{
+    (void)nr_threads;
+    return counter_create(EXIT_LOSS, 0);
+}
+
 #define CLOBBER_CREATE(FN, KIND)                 \
     static void *FN(uint32_t nr_threads)         \
     {                                            \
@@ -150,34 +174,45 @@ static int clobber_thread_init(void *state, struct prseq_thread *t)
 {
     struct counter *c = state;
     struct clobber *k = calloc(1, sizeof(*k));
-    cpu_set_t mask;
-    int owner;
+    size_t size = CPU_ALLOC_SIZE(c->nr_shards);
+    cpu_set_t *mask = CPU_ALLOC(c->nr_shards);
+    int owner, rc = 0;
 
-    if (!k)
-        return -ENOMEM;
-    k->area = prseq_current_area(&owner);
-    if (sched_getaffinity(0, sizeof(mask), &mask) != 0) {
+    if (!k || !mask) {
         free(k);
-        return -errno;
+        if (mask)
+            CPU_FREE(mask);
+        return -ENOMEM;
     }
-    for (int i = 0; i < CPU_SETSIZE && k->nr_cpus < 2; i++)
-        if (CPU_ISSET(i, &mask))
-            k->cpus[k->nr_cpus++] = (uint32_t)i;
+    k->area = prseq_current_area(&owner);
+    if (sched_getaffinity(0, size, mask) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    for (uint32_t i = 0; i < c->nr_shards && k->nr_cpus < 2; i++)
+        if (CPU_ISSET_S(i, size, mask))
+            k->cpus[k->nr_cpus++] = i;
     k->fake_cpu = 0xfff0;
     if (c->kind == CLOBBER_NOT_ALLOWED && k->nr_cpus == 2) {
-        CPU_ZERO(&mask);
-        CPU_SET(k->cpus[0], &mask);
-        if (sched_setaffinity(0, sizeof(mask), &mask) != 0) {
-            free(k);
-            return -errno;
+        CPU_ZERO_S(size, mask);
+        CPU_SET_S(k->cpus[0], size, mask);
+        if (sched_setaffinity(0, size, mask) != 0) {
+            rc = -errno;
+            goto out;
         }
         k->fake_cpu = k->cpus[1];
     }
-    t->local = k;
-    return 0;
+out:
+    CPU_FREE(mask);
+    if (rc < 0)
+        free(k);
+    else
+        t->local = k;
+    return rc;
 }
 
-static void clobber_thread_exit(void *state, struct prseq_thread *t)
+/* thread_exit of the canaries that keep a heap block in t->local. */
+static void free_local(void *state, struct prseq_thread *t)
 {
     (void)state;
     free(t->local);
@@ -320,6 +355,94 @@ static int op_racy(void *state, struct prseq_thread *t)
     return 0;
 }
 
+/* canary_stale_cpu: reads cpu_id into a per-thread cache every
+ * STALE_REFRESH ops and adds to that CPU's shard in a section that compares
+ * the cached copy, not cpu_id (the bug). Preemption alone is harmless (the
+ * thread resumes on the same CPU, and an abort discards the section); only a
+ * migration between the read and the commit makes the thread write another
+ * CPU's shard concurrently with that CPU's own writer: lost counts. */
+struct stale_cpu {
+    struct prseq_area *area;
+    uint32_t cpu;  /* cpu_id as read at the last refresh */
+    uint32_t left; /* ops until the next refresh */
+};
+
+static int stale_thread_init(void *state, struct prseq_thread *t)
+{
+    struct stale_cpu *k = calloc(1, sizeof(*k));
+    int owner;
+
+    (void)state;
+    if (!k)
+        return -ENOMEM;
+    k->area = prseq_current_area(&owner);
+    t->local = k; /* area NULL on the fallback path, which never reads it */
+    return 0;
+}
+
+static int op_stale_cpu(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct stale_cpu *k = t->local;
+
+    for (;;) {
+        uint32_t same;
+        int rc;
+        if (k->left == 0) {
+            k->cpu = __atomic_load_n(&k->area->cpu_id, __ATOMIC_RELAXED);
+            k->left = STALE_REFRESH;
+        }
+        if (k->cpu >= c->nr_shards)
+            return -ERANGE;
+        same = k->cpu; /* the bug: the section compares this copy, not cpu_id */
+        rc = prseq_arch_inc(k->area, &same, k->cpu, &c->shards[k->cpu].value, c->delay);
+        if (rc == 0) {
+            k->left--;
+            return 0;
+        }
+        if (rc < 0)
+            t->aborts++;
+    }
+}
+
+/* canary_exit_loss: a per-thread batching counter. Each op adds to a
+ * thread-local remainder that is flushed to the shard of the current CPU
+ * every EXIT_LOSS_FLUSH ops; thread_exit frees the remainder without
+ * flushing it (the bug: per-thread state lost at thread exit). */
+struct exit_loss {
+    uint64_t pending;
+};
+
+static int exit_loss_thread_init(void *state, struct prseq_thread *t)
+{
+    (void)state;
+    t->local = calloc(1, sizeof(struct exit_loss));
+    return t->local ? 0 : -ENOMEM;
+}
+
+static int op_exit_loss(void *state, struct prseq_thread *t)
+{
+    struct counter *c = state;
+    struct exit_loss *l = t->local;
+    int cpu;
+
+    if (++l->pending < EXIT_LOSS_FLUSH)
+        return 0;
+    cpu = sched_getcpu();
+    if (cpu < 0 || (uint32_t)cpu >= c->nr_shards)
+        cpu = 0;
+    __atomic_fetch_add(&c->shards[cpu].value, l->pending, __ATOMIC_RELAXED);
+    l->pending = 0;
+    return 0;
+}
+
+static void exit_loss_thread_exit(void *state, struct prseq_thread *t)
+{
+    (void)state;
+    free(t->local); /* the unflushed remainder goes with it */
+    t->local = NULL;
+}
+
 /* canary_bad_signature: a correct section whose abort handler is preceded
  * by the wrong signature; the first abort kills the process with SIGSEGV. */
 static int op_bad_sig(void *state, struct prseq_thread *t)
@@ -389,6 +512,7 @@ static void counter_destroy(void *state)
         .total = counter_total,                                              \
         .shards = counter_shards,                                            \
         .destroy = counter_destroy,                                          \
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,                                   \
     }
 
 #define CLOBBER_WORKLOAD(NAME, CREATE)                                       \
@@ -399,10 +523,26 @@ static void counter_destroy(void *state)
         .thread_init = clobber_thread_init,                                  \
         .op = op_clobber,                                                    \
         .fallback_op = op_fallback,                                          \
-        .thread_exit = clobber_thread_exit,                                  \
+        .thread_exit = free_local,                                            \
         .total = counter_total,                                              \
         .shards = counter_shards,                                            \
         .destroy = counter_destroy,                                          \
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,                                   \
+    }
+
+#define EXIT_LOSS_WORKLOAD(NAME)                                             \
+    {                                                                        \
+        .abi_version = PRSEQ_ABI_VERSION,                                    \
+        .name = NAME,                                                        \
+        .create = create_exit_loss,                                          \
+        .thread_init = exit_loss_thread_init,                                \
+        .op = op_exit_loss,                                                  \
+        .fallback_op = op_exit_loss,                                         \
+        .thread_exit = exit_loss_thread_exit,                                \
+        .total = counter_total,                                              \
+        .shards = counter_shards,                                            \
+        .destroy = counter_destroy,                                          \
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,                                   \
     }
 
 static const struct prseq_workload builtins[] = {
@@ -416,6 +556,20 @@ static const struct prseq_workload builtins[] = {
     CLOBBER_WORKLOAD("canary_clobber_stale_cpu", create_clobber_stale),
     CLOBBER_WORKLOAD("canary_clobber_node_id", create_clobber_node),
     CLOBBER_WORKLOAD("canary_clobber_mm_cid", create_clobber_mm_cid),
+    {
+        .abi_version = PRSEQ_ABI_VERSION,
+        .name = "canary_stale_cpu",
+        .create = create_stale_cpu,
+        .thread_init = stale_thread_init,
+        .op = op_stale_cpu,
+        .fallback_op = op_fallback,
+        .thread_exit = free_local,
+        .total = counter_total,
+        .shards = counter_shards,
+        .destroy = counter_destroy,
+        .flags = PRSEQ_WORKLOAD_FORK_SAFE,
+    },
+    EXIT_LOSS_WORKLOAD("canary_exit_loss"),
 };
 
 #define NR_BUILTINS (sizeof(builtins) / sizeof(builtins[0]))

@@ -143,10 +143,11 @@ def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
         text = ffi.new("char[]", ",".join(str(c) for c in spec["hotplug_cpus"]).encode())
         keep.append(text)
         cfg.hotplug_cpus = text
-    if spec.get("hotplug_root"):
-        root = ffi.new("char[]", str(spec["hotplug_root"]).encode())
-        keep.append(root)
-        cfg.hotplug_root = root
+    for field in ("hotplug_root", "node_root"):
+        if spec.get(field):
+            root = ffi.new("char[]", str(spec[field]).encode())
+            keep.append(root)
+            setattr(cfg, field, root)
     keep.append(cfg)
     return cfg
 
@@ -195,7 +196,11 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     lib.prseq_run(workload, cfg, res)
     first = _result_dict(ffi, res)
     out["runs"]["fallback" if spec["path"] == "fallback" else "rseq"] = first
-    if spec["path"] == "both" and not first["error"]:
+    if lib.prseq_stop_requested():
+        # Stopped (Ctrl-C in an in-process run): the second half of "both" must
+        # not start; the flag is cleared only by the caller before a whole run.
+        out["stopped"] = True
+    elif spec["path"] == "both" and not first["error"]:
         # Same seed, same chaos, and exactly the ops each slot did on the rseq path.
         budgets = ffi.new("uint64_t[]", first["slot_ops"])
         cfg.slot_budgets = budgets

@@ -46,6 +46,7 @@ class Scenario:
         proof: result counters that must be > 0 for the run to be evidence.
         opt_in: the gate flag that turns the scenario on (off by default).
         check: a custom check instead of a stress run (returns verdict, detail).
+        min_cpus: allowed CPUs the scenario needs to show anything (else SKIP).
     """
 
     name: str
@@ -56,6 +57,7 @@ class Scenario:
     proof: tuple[str, ...] = ()
     opt_in: str | None = None
     check: Callable[[dict[str, Any]], tuple[str, str]] | None = None
+    min_cpus: int = 1
 
     @property
     def group(self) -> str:
@@ -211,6 +213,21 @@ def scenarios(cpus: int) -> list[Scenario]:
             expect="lost",
         ),
         Scenario(
+            "canary/exit-loss",
+            "per-thread remainder dropped at thread exit: lost",
+            workload="canary_exit_loss",
+            run_args={"chaos": Chaos.default()},
+            expect="lost",
+        ),
+        Scenario(
+            "canary/stale-cpu",
+            "cpu read before the section, not compared in it: lost",
+            workload="canary_stale_cpu",
+            run_args={"chaos": Chaos.default()},
+            expect="lost",
+            min_cpus=2,  # only a migration shows it
+        ),
+        Scenario(
             "canary/bad-signature",
             "wrong abort signature: SIGSEGV",
             workload="canary_bad_signature",
@@ -288,6 +305,8 @@ def run_scenario(
             return done(*scenario.check(fp))
         except (RseqError, OSError, subprocess.SubprocessError) as exc:
             return done(FAIL, f"{type(exc).__name__}: {exc}")
+    if len(os.sched_getaffinity(0)) < scenario.min_cpus:
+        return done(SKIP, f"needs {scenario.min_cpus} allowed CPUs")
     if scenario.expect in ("lost", "SIGSEGV") and not rseq:
         return done(SKIP, "rseq unavailable: canaries need the rseq path to show their bug")
     try:

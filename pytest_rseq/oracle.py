@@ -16,7 +16,7 @@ VIOLATIONS = {
     1: "cpu_id_start != cpu_id outside a critical section",
     2: "getcpu() (the syscall) != cpu_id",
     3: "cpu_id is not a possible CPU",
-    4: "mm_cid is not below min(allowed CPUs, threads of the process)",
+    4: "mm_cid is not below min(possible CPUs, threads of the process)",
     5: "cpu_id is outside the thread's settled affinity mask",
     6: "node_id is not the NUMA node of cpu_id",
 }
@@ -26,7 +26,7 @@ _EFFECTS = {
     "signals_hz": ("signals_delivered", "no signal was delivered"),
     "affinity_hz": ("affinity_changes", "no affinity change succeeded"),
     "cpuset_hz": ("cpuset_shifts", "no cpuset.cpus write succeeded"),
-    "fork_hz": ("forks", "no fork child completed its ops"),
+    "fork_hz": ("forks", "no fork child completed"),
     "membarrier_hz": ("membarriers", "no membarrier fence succeeded"),
     "hotplug_hz": ("hotplug_events", "no CPU went offline or online"),
 }
@@ -171,6 +171,8 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         reasons.append(f"the stressed process died with {crash}")
     if raw.get("error"):
         reasons.append(str(raw["error"]))
+    if raw.get("stopped"):
+        reasons.append("the run was stopped (a stop request) before it finished")
     reasons += [f"cleanup: {p}" for p in raw.get("cleanup_errors", [])]
     if main is None:
         main = _empty_run(spec["path"])

@@ -152,6 +152,9 @@ def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
     from ._native import load
 
     box: dict[str, Any] = {}
+    # Cleared here, before the run starts, and never by the native run itself:
+    # a stop asked for at any point of the run (both halves of "both") holds.
+    load()[1].prseq_clear_stop()
 
     def target() -> None:
         try:

@@ -19,6 +19,8 @@ BUILTIN_WORKLOADS: tuple[str, ...] = (
     "canary_clobber_stale_cpu",
     "canary_clobber_node_id",
     "canary_clobber_mm_cid",
+    "canary_stale_cpu",
+    "canary_exit_loss",
 )
 """Built-in workload names; those starting with ``canary_`` are broken on purpose."""
 

@@ -87,6 +87,13 @@ def test_injector_and_detection_rows_are_complete(quick_json: dict) -> None:
     for row in det["rows"]:
         assert row["caught"] <= row["trials"]
         assert row["trials"] > 0 or row["errors"], row
+    latency = det["latency"]
+    assert {r["canary"] for r in latency["rows"]} >= {"canary_exit_loss", "canary_stale_cpu"}
+    for row in latency["rows"]:
+        # A duration only when every run of that rung caught it.
+        assert row["rungs"], row
+        last = row["rungs"][-1]
+        assert (row["always_caught_at_s"] is not None) == (last["caught"] == latency["runs"])
 
 
 def test_must_show_is_judged_from_the_run(quick_json: dict) -> None:

@@ -136,7 +136,7 @@ def test_get_include_holds_the_header() -> None:
     header = os.path.join(pytest_rseq.get_include(), "pytest_rseq.h")
     with open(header) as fh:
         text = fh.read()
-    assert "#define PRSEQ_ABI_VERSION 1" in text
+    assert "#define PRSEQ_ABI_VERSION 2" in text
     assert "struct prseq_workload" in text
 
 

@@ -39,7 +39,7 @@ def test_gate_passes_here_with_every_scenario_and_caught_canaries(tmp_path: Path
     assert verdicts.pop("injector/hotplug") == OFF  # opt-in: takes a CPU offline
     assert set(verdicts.values()) == {PASS}, out
     canaries = [s for s in doc["scenarios"] if s["name"].startswith("canary/")]  # type: ignore[union-attr]
-    assert len(canaries) == 3 and all(c["detail"].startswith("caught") for c in canaries)
+    assert len(canaries) == 5 and all(c["detail"].startswith("caught") for c in canaries)
     assert "gate: PASS" in out and "area owner glibc" in out
 
 
@@ -121,6 +121,8 @@ REQUIRED = {
     "seccomp/after-start-eperm",
     "seccomp/after-start-enosys-own",
     "canary/racy",
+    "canary/exit-loss",
+    "canary/stale-cpu",
     "canary/bad-signature",
 }
 

@@ -35,15 +35,15 @@
         "ldr w17, %[cmp]\n\t"                                                \
         "cmp w17, %w[expect]\n\t"                                            \
         "b.ne %l[mismatch]\n\t"                                              \
+        "ldr x16, %[v]\n\t"                                                  \
         "mov x17, %[delay]\n\t"                                              \
         "cbz x17, 6f\n\t"                                                    \
         "5:\n\t"                                                             \
         "subs x17, x17, #1\n\t"                                              \
         "b.ne 5b\n\t"                                                        \
         "6:\n\t"                                                             \
-        "ldr x17, %[v]\n\t"                                                  \
-        "add x17, x17, #1\n\t"                                               \
-        "str x17, %[v]\n\t"                                                  \
+        "add x16, x16, #1\n\t"                                               \
+        "str x16, %[v]\n\t"                                                  \
         "2:\n\t"                                                             \
         ".pushsection __rseq_failure, \"ax\"\n\t"                            \
         ".inst " PRSEQ_STR(SIG) "\n\t"                                       \

@@ -4,8 +4,9 @@
  * contract:
  *   int prseq_arch_inc(area, cmp, expect, v, delay)
  *       Inside one rseq critical section: compare *cmp (cpu_id or mm_cid of
- *       the thread's area) with `expect`, spin `delay` iterations, then add 1
- *       to *v with a single commit store. Returns 0 when committed,
+ *       the thread's area) with `expect`, load *v, spin `delay` iterations,
+ *       then store the loaded value + 1 with a single commit store (a
+ *       section that writes another CPU's slot loses counts in that window). Returns 0 when committed,
  *       1 when *cmp did not match (retry), -1 when the kernel aborted it.
  *   int prseq_arch_inc_bad_sig(...)
  *       The same section whose abort handler is preceded by a wrong

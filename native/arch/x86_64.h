@@ -13,7 +13,8 @@
 /*
  * Descriptor in __rseq_cs (32-byte aligned: version, flags, start_ip,
  * post_commit_offset, abort_ip), its address in __rseq_cs_ptr_array, the
- * section [1, 2) ending in one `addq` to memory (the commit), and the abort
+ * section [1, 2) that loads *v, spins, and ends in one `movq` of *v + 1 to
+ * memory (the commit), and the abort
  * handler in __rseq_failure behind "ud1 <sig>(%rip), %edi" so the four bytes
  * before the abort address are the signature.
  */
@@ -33,6 +34,7 @@
         "1:\n\t"                                                             \
         "cmpl %[expect], %[cmp]\n\t"                                         \
         "jnz %l[mismatch]\n\t"                                               \
+        "movq %[v], %%rax\n\t"                                               \
         "movq %[delay], %%rcx\n\t"                                           \
         "testq %%rcx, %%rcx\n\t"                                             \
         "jz 6f\n\t"                                                          \
@@ -40,7 +42,8 @@
         "decq %%rcx\n\t"                                                     \
         "jnz 5b\n\t"                                                         \
         "6:\n\t"                                                             \
-        "addq $1, %[v]\n\t"                                                  \
+        "addq $1, %%rax\n\t"                                                 \
+        "movq %%rax, %[v]\n\t"                                               \
         "2:\n\t"                                                             \
         ".pushsection __rseq_failure, \"ax\"\n\t"                            \
         ".byte 0x0f, 0xb9, 0x3d\n\t"                                         \

@@ -8,7 +8,9 @@
  * threads under lifecycle chaos, and checks `total()` against the number of
  * ops the threads completed (or against `expected(ops_done)` when given).
  *
- * ABI version 1. Fields are never reordered; a new version appends.
+ * ABI version 2 (version 1 libraries load unchanged). Fields are never
+ * reordered; a new version appends: version 2 appended `flags`, which the
+ * harness reads only when abi_version >= 2.
  */
 #ifndef PYTEST_RSEQ_H
 #define PYTEST_RSEQ_H
@@ -20,7 +22,15 @@ extern "C" {
 #endif
 
 /* cffi-cdef-begin */
-#define PRSEQ_ABI_VERSION 1
+#define PRSEQ_ABI_VERSION 2
+
+/* Bits of prseq_workload.flags (ABI version >= 2). */
+/* Fork chaos may run this workload's callbacks (thread_init, op or
+ * fallback_op, thread_exit, total) in the child of a fork taken while other
+ * threads were running: they take no lock another thread could hold at the
+ * fork and call nothing that is unsafe there. Without it the forked child
+ * only touches its inherited rseq area and exits. */
+#define PRSEQ_WORKLOAD_FORK_SAFE 1
 
 /* One worker slot, owned by the harness. `local` belongs to the workload. */
 struct prseq_thread {
@@ -41,6 +51,7 @@ struct prseq_workload {
     uint64_t (*expected)(void *state, uint64_t ops_done);  /* optional; NULL = ops_done */
     uint32_t (*shards)(void *state, uint64_t *out, uint32_t max); /* optional */
     void (*destroy)(void *state);
+    uint32_t flags;                                        /* ABI >= 2: PRSEQ_WORKLOAD_* bits */
 };
 /* cffi-cdef-end */
 
