@@ -39,7 +39,7 @@ __all__ = ["rseq_capabilities", "rseq_stress"]  # fixtures, found by pytest on t
 MARKER_HELP = (
     "rseq(**kwargs): defaults for the rseq_stress fixture; the keywords are those "
     "of pytest_rseq.run (workload, threads, ops_per_thread, duration, chaos, path, "
-    "registration, isolate, seed)"
+    "registration, isolate, seed, evidence_cap)"
 )
 
 
@@ -65,6 +65,7 @@ def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None
             path=kwargs.get("path", "rseq"),
             registration=kwargs.get("registration", "auto"),
             seed=kwargs.get("seed", 0),
+            evidence_cap=kwargs.get("evidence_cap"),
         )
     except ValueError as exc:
         return str(exc)
