@@ -65,14 +65,21 @@ class StressResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.verdict:
-            self.verdict = "ok" if self.ok else ("error" if self.error else "bug")
+        if not self.verdict:  # built by hand (tests, old callers): infer it
+            self.verdict = self._inferred_verdict()
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
         if self.ok != (self.verdict == "ok"):
             raise ValueError(f"ok={self.ok!r} contradicts verdict={self.verdict!r}")
         if not self.aborts_by_cause:
             self.aborts_by_cause = {"signal": 0, "membarrier": 0, "preemption": self.aborts}
+
+    def _inferred_verdict(self) -> str:
+        if self.ok:
+            return "ok"
+        if self.crash or (not self.error and (self.lost or self.invariant_violations)):
+            return "bug"
+        return "error" if self.error else "no-evidence"
 
     @property
     def ops_per_s(self) -> float:

@@ -164,6 +164,7 @@ def test_harness_batch_fast_path_counts_exact_budgets(workload: str) -> None:
     res = pytest_rseq.run(
         workload, threads=3, ops_per_thread=64 * 1000 + 37, duration=30, isolate=False
     )
-    res.assert_consistent()
+    # The budget ends the run (in milliseconds), evidence or not: the counts must be exact.
+    assert res.verdict in ("ok", "no-evidence"), res.describe()
     assert res.ops == 3 * (64 * 1000 + 37)
     assert res.details["slot_ops"] == [64 * 1000 + 37] * 3
