@@ -317,9 +317,7 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         else:
             found += _run_findings("fallback", fallback)
             if not fallback.get("error"):
-                found += [
-                    ("no-evidence", r) for r in evidence_reasons(spec, fallback, "fallback")
-                ]
+                found += [("no-evidence", r) for r in evidence_reasons(spec, fallback, "fallback")]
             details["fallback"] = {
                 k: fallback.get(k)
                 for k in (
