@@ -8,8 +8,14 @@
  * issued meanwhile, and the rest to preemption (res->aborts minus both).
  * A signal or a fence aborts at most one section of a thread, so neither
  * count can exceed what its cause could have done. */
+#define _GNU_SOURCE
+#include <sched.h>
+
 #include "evidence.h"
 #include "chaos.h"
+
+/* Past the deadline, one worker is asked to move at most this often. */
+#define MOVE_EVERY_NS 10000000ull
 
 static uint64_t load(const uint64_t *p)
 {
@@ -49,6 +55,45 @@ void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, i
         uint64_t bit = 1ull << (cpu % 64);
         if (!(__atomic_fetch_or(&run->cpus_seen[cpu / 64], bit, __ATOMIC_RELAXED) & bit))
             __atomic_fetch_add(&run->distinct_cpus, 1, __ATOMIC_RELAXED);
+    }
+}
+
+void prseq_request_migration(struct prseq_run *run, uint64_t now)
+{
+    struct prseq_slot *s;
+
+    if (now - run->last_request_ns < MOVE_EVERY_NS)
+        return;
+    run->last_request_ns = now;
+    s = &run->slots[run->move_requests++ % run->nr_slots];
+    if (s->joinable && !__atomic_load_n(&s->exited, __ATOMIC_ACQUIRE))
+        __atomic_store_n(&s->move_request, 1, __ATOMIC_RELEASE);
+}
+
+/* The thread moves itself (a TID of our own, never another process's): to
+ * the next CPU of its mask after `cpu`, then gets its mask back. The kernel
+ * moves the thread before sched_setaffinity returns; the worker sees the new
+ * CPU at its next batch, which counts as the migration. */
+void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
+{
+    cpu_set_t mine, one;
+
+    __atomic_store_n(&s->move_request, 0, __ATOMIC_RELAXED);
+    if (sched_getaffinity(0, sizeof(mine), &mine) != 0 || CPU_COUNT(&mine) < 2)
+        return;
+    for (uint32_t k = 1; k < CPU_SETSIZE; k++) {
+        uint32_t target = (cpu + k) % CPU_SETSIZE;
+        if (!CPU_ISSET(target, &mine))
+            continue;
+        CPU_ZERO(&one);
+        CPU_SET(target, &one);
+        prseq_mask_change_begin(run);
+        if (sched_setaffinity(0, sizeof(one), &one) == 0) {
+            sched_setaffinity(0, sizeof(mine), &mine);
+            __atomic_fetch_add(&run->moves, 1, __ATOMIC_RELAXED);
+        }
+        prseq_mask_change_end(run);
+        return;
     }
 }
 

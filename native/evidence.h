@@ -38,4 +38,19 @@ void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, i
 /* PRSEQ_EVIDENCE_* bits of what the run has not shown yet (0: it may end). */
 uint32_t prseq_evidence_missing(struct prseq_run *run);
 
+/* Supervisor, past the deadline with no migration (or, on the fallback path,
+ * workers seen on one CPU only): ask one live worker, round robin and at most
+ * every 10 ms, to move itself to another CPU of its mask. */
+void prseq_request_migration(struct prseq_run *run, uint64_t now);
+
+/* Worker, between batches (never inside a section): honour such a request.
+ * `cpu` is the CPU it runs on now. */
+void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu);
+
+static inline void evidence_poll(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
+{
+    if (__atomic_load_n(&s->move_request, __ATOMIC_RELAXED))
+        prseq_move_self(run, s, cpu);
+}
+
 #endif /* PRSEQ_EVIDENCE_H */

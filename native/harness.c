@@ -271,6 +271,7 @@ static void *worker_main(void *arg)
             migrations += last_cpu != UINT32_MAX;
             last_cpu = cpu;
         }
+        evidence_poll(run, s, cpu);
         if (area && cfg->sample_every && ++batches % cfg->sample_every == 0)
             sample_invariants(run, area);
         if (s->lifetime_ns && prseq_now_ns() - born >= s->lifetime_ns)
@@ -337,12 +338,19 @@ static int reap_slots(struct prseq_run *run)
 
 /* The supervisor may end the run at `now`: from the deadline on once no
  * evidence is missing or an invariant broke (a verdict already), and at the
- * cap whatever is missing. */
+ * cap whatever is missing. Meanwhile, a missing migration is asked for. */
 static int run_may_end(struct prseq_run *run, uint64_t now, uint64_t deadline, uint64_t cap)
 {
-    return now >= deadline &&
-           (now >= cap || __atomic_load_n(&run->invariant_violations, __ATOMIC_RELAXED) ||
-            prseq_evidence_missing(run) == 0);
+    uint32_t missing;
+
+    if (now < deadline)
+        return 0;
+    if (now >= cap || __atomic_load_n(&run->invariant_violations, __ATOMIC_RELAXED))
+        return 1;
+    missing = prseq_evidence_missing(run);
+    if (missing & (PRSEQ_EVIDENCE_MIGRATION | PRSEQ_EVIDENCE_CONCURRENCY))
+        prseq_request_migration(run, now);
+    return missing == 0;
 }
 
 /* Where the run must end even without evidence (never before the deadline). */
@@ -572,6 +580,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     }
     res->evidence_missing = prseq_evidence_missing(run);
     res->distinct_cpus = run->distinct_cpus;
+    res->evidence_moves = run->moves;
     prseq_chaos_finish(run);
 
     for (uint32_t i = 0; i < cfg->threads; i++) {

@@ -28,6 +28,7 @@ struct prseq_slot {
     uint64_t aborts_signal;
     uint64_t aborts_membarrier;
     uint64_t live_migrations;
+    int move_request;          /* set by the supervisor: move to another CPU */
     /* chaos.c: storm signals handled by the slot's threads (own cache line) */
     _Alignas(64) uint64_t signals_handled;
 };
@@ -57,6 +58,9 @@ struct prseq_run {
     uint64_t fence_gen;        /* membarrier: +1 before and after each fence (odd: in flight) */
     uint64_t *cpus_seen;       /* evidence.c: bitmap of CPUs the workers were seen on */
     uint32_t distinct_cpus;    /* bits set in cpus_seen */
+    uint64_t move_requests;    /* evidence.c: workers asked to move (supervisor only) */
+    uint64_t last_request_ns;  /* when the last one was asked */
+    uint64_t moves;            /* workers that moved themselves on request */
 };
 
 /* Record an error that stops the run (first one wins). */

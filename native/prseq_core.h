@@ -120,6 +120,7 @@ struct prseq_result {
     double extended_s;            /* how long the run went on past duration_s for evidence */
     uint32_t evidence_missing;    /* PRSEQ_EVIDENCE_* bits still missing at the end */
     uint32_t distinct_cpus;       /* CPUs the workers were seen on */
+    uint64_t evidence_moves;      /* workers the harness moved to another CPU for evidence */
 };
 
 int prseq_abi_probe(struct prseq_abi_info *out);

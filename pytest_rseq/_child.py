@@ -48,6 +48,7 @@ _RESULT_COUNTERS = (
     "invariant_violations",
     "evidence_missing",
     "distinct_cpus",
+    "evidence_moves",
 )
 _ABI_FIELDS = (
     "glibc_symbols",
