@@ -336,6 +336,13 @@ static int reap_slots(struct prseq_run *run)
     return busy;
 }
 
+/* Per-slot budgets (the fallback half of path="both") end the run, which is
+ * never extended: its evidence is looked after from the start. */
+static int evidence_watched(const struct prseq_run *run, uint64_t now, uint64_t deadline)
+{
+    return now >= deadline || run->cfg->slot_budgets;
+}
+
 /* The supervisor may end the run at `now`: from the deadline on once no
  * evidence is missing or an invariant broke (a verdict already), and at the
  * cap whatever is missing. Meanwhile, a missing migration is asked for. */
@@ -343,14 +350,15 @@ static int run_may_end(struct prseq_run *run, uint64_t now, uint64_t deadline, u
 {
     uint32_t missing;
 
-    if (now < deadline)
+    if (!evidence_watched(run, now, deadline))
         return 0;
-    if (now >= cap || __atomic_load_n(&run->invariant_violations, __ATOMIC_RELAXED))
+    if (now >= deadline &&
+        (now >= cap || __atomic_load_n(&run->invariant_violations, __ATOMIC_RELAXED)))
         return 1;
     missing = prseq_evidence_missing(run);
     if (missing & (PRSEQ_EVIDENCE_MIGRATION | PRSEQ_EVIDENCE_CONCURRENCY))
         prseq_request_migration(run, now);
-    return missing == 0;
+    return now >= deadline && missing == 0;
 }
 
 /* Where the run must end even without evidence (never before the deadline). */
@@ -549,7 +557,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     for (;;) {
         uint64_t now = prseq_now_ns();
         uint64_t until = now < deadline ? deadline : cap;
-        uint64_t poll = now < deadline ? POLL_NS : EXTEND_POLL_NS;
+        uint64_t poll = evidence_watched(run, now, deadline) ? EXTEND_POLL_NS : POLL_NS;
         uint64_t wake = now + poll < until ? now + poll : until;
         struct timespec abs = ns_to_timespec(wake);
 

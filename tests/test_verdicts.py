@@ -225,3 +225,14 @@ def test_both_path_judges_the_fallback_half_by_concurrency() -> None:
     result = run("counter", duration=0.05, path="both")
     assert result.verdict == "ok", result.describe()
     assert "fallback" in result.details and result.details["fallback"]["distinct_cpus"] >= 2
+
+
+def test_evidence_cap_option_parses_repeats_and_reaches_run() -> None:
+    from pytest_rseq import options
+
+    assert options.PARSERS["evidence_cap"]("20", "--rseq-evidence-cap") == 20.0
+    with pytest.raises(pytest.UsageError, match="--rseq-evidence-cap: invalid value '0.5'"):
+        options.PARSERS["evidence_cap"]("0.5", "--rseq-evidence-cap")
+    settings = options.Settings(evidence_cap=20.0)
+    assert "--rseq-evidence-cap=20.0" in options.as_flags(settings, 1)
+    assert settings.run_defaults() == {"evidence_cap": 20.0}
