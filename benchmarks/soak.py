@@ -128,7 +128,7 @@ def measure(runs: int, quick: bool, seed: int | None = None) -> dict[str, Any]:
     canaries = [w for w in BUILTIN_WORKLOADS if w.startswith("canary_")]
     good = [draw(rng, rng.choice(correct), False, cpuset_ok) for _ in range(n)]
     bad = [draw(rng, canaries[i % len(canaries)], True, cpuset_ok) for i in range(n)]
-    section = {
+    section: dict[str, Any] = {
         "seed": seed,
         "downstream": str(library) if library else "not built (no C compiler)",
         "correct": _soak(good),

@@ -231,7 +231,7 @@ def test_evidence_cap_option_parses_repeats_and_reaches_run() -> None:
     from pytest_rseq import options
 
     assert options.PARSERS["evidence_cap"]("20", "--rseq-evidence-cap") == 20.0
-    with pytest.raises(pytest.UsageError, match="--rseq-evidence-cap: invalid value '0.5'"):
+    with pytest.raises(pytest.UsageError, match=r"--rseq-evidence-cap: invalid value '0\.5'"):
         options.PARSERS["evidence_cap"]("0.5", "--rseq-evidence-cap")
     settings = options.Settings(evidence_cap=20.0)
     assert "--rseq-evidence-cap=20.0" in options.as_flags(settings, 1)
