@@ -97,13 +97,32 @@ void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
     }
 }
 
+void prseq_evidence_sample(struct prseq_run *run)
+{
+    cpu_set_t now;
+
+    if (run->cfg->cpuset_hz > 0 && sched_getaffinity(0, sizeof(now), &now) == 0 &&
+        (uint32_t)CPU_COUNT(&now) > run->cpuset_cpus_max)
+        run->cpuset_cpus_max = (uint32_t)CPU_COUNT(&now);
+}
+
+/* More than one CPU was allowed: the process's mask at the start, or under
+ * cpuset chaos the largest cpuset sampled during the run (a cpuset that
+ * stayed on one CPU leaves nothing to migrate to). */
+static int several_cpus(const struct prseq_run *run)
+{
+    if (run->cfg->cpuset_hz > 0 && run->cpuset_cpus_max)
+        return run->cpuset_cpus_max > 1;
+    return run->nr_cpus_allowed > 1;
+}
+
 uint32_t prseq_evidence_missing(struct prseq_run *run)
 {
     const struct prseq_config *cfg = run->cfg;
     const struct chaos *c = run->chaos;
     int rseq = run->res->path == PRSEQ_PATH_RSEQ;
     /* On one allowed CPU nothing can migrate and nothing runs in parallel. */
-    int several = run->nr_cpus_allowed > 1;
+    int several = several_cpus(run);
     uint64_t aborts = 0, by_signal = 0, by_fence = 0, migrations = 0, signals = 0;
     uint32_t missing = 0;
 

@@ -35,6 +35,10 @@ static inline void attribute_aborts(struct prseq_slot *s, const struct prseq_abo
  * migration (`migrated`). */
 void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, int migrated);
 
+/* Supervisor, at every wake-up: under cpuset chaos, note how many CPUs the
+ * cpuset allows now (the supervisor is in the cgroup with the workers). */
+void prseq_evidence_sample(struct prseq_run *run);
+
 /* PRSEQ_EVIDENCE_* bits of what the run has not shown yet (0: it may end). */
 uint32_t prseq_evidence_missing(struct prseq_run *run);
 

@@ -350,6 +350,7 @@ static int run_may_end(struct prseq_run *run, uint64_t now, uint64_t deadline, u
 {
     uint32_t missing;
 
+    prseq_evidence_sample(run);
     if (!evidence_watched(run, now, deadline))
         return 0;
     if (now >= deadline &&

@@ -61,6 +61,7 @@ struct prseq_run {
     uint64_t move_requests;    /* evidence.c: workers asked to move (supervisor only) */
     uint64_t last_request_ns;  /* when the last one was asked */
     uint64_t moves;            /* workers that moved themselves on request */
+    uint32_t cpuset_cpus_max;  /* cpuset chaos: most CPUs the cpuset allowed when sampled */
 };
 
 /* Record an error that stops the run (first one wins). */
