@@ -62,7 +62,9 @@ void prseq_request_migration(struct prseq_run *run, uint64_t now)
 {
     struct prseq_slot *s;
 
-    if (now - run->last_request_ns < MOVE_EVERY_NS)
+    /* The first round asks every slot at once (a replayed fallback half
+     * may last a few milliseconds); then one slot every MOVE_EVERY_NS. */
+    if (run->move_requests >= run->nr_slots && now - run->last_request_ns < MOVE_EVERY_NS)
         return;
     run->last_request_ns = now;
     s = &run->slots[run->move_requests++ % run->nr_slots];
@@ -99,9 +101,12 @@ void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
 
 void prseq_evidence_sample(struct prseq_run *run)
 {
+    const struct chaos *c = run->chaos;
     cpu_set_t now;
 
-    if (run->cfg->cpuset_hz > 0 && sched_getaffinity(0, sizeof(now), &now) == 0 &&
+    /* From the injector's first write on: before it the cpuset is the whole mask. */
+    if (run->cfg->cpuset_hz > 0 && c && __atomic_load_n(&c->cpuset_shifts, __ATOMIC_RELAXED) &&
+        sched_getaffinity(0, sizeof(now), &now) == 0 &&
         (uint32_t)CPU_COUNT(&now) > run->cpuset_cpus_max)
         run->cpuset_cpus_max = (uint32_t)CPU_COUNT(&now);
 }
@@ -151,5 +156,9 @@ uint32_t prseq_evidence_missing(struct prseq_run *run)
         missing |= PRSEQ_EVIDENCE_HOTPLUG;
     if (!rseq && several && __atomic_load_n(&run->distinct_cpus, __ATOMIC_RELAXED) < 2)
         missing |= PRSEQ_EVIDENCE_CONCURRENCY;
+    /* Per-slot budgets replay the rseq half of path="both" on the fallback
+     * path: the causes were judged there; this half needs concurrency only. */
+    if (cfg->slot_budgets)
+        missing &= PRSEQ_EVIDENCE_CONCURRENCY;
     return missing;
 }

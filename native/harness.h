@@ -61,7 +61,8 @@ struct prseq_run {
     uint64_t move_requests;    /* evidence.c: workers asked to move (supervisor only) */
     uint64_t last_request_ns;  /* when the last one was asked */
     uint64_t moves;            /* workers that moved themselves on request */
-    uint32_t cpuset_cpus_max;  /* cpuset chaos: most CPUs the cpuset allowed when sampled */
+    uint32_t cpuset_cpus_max;  /* cpuset chaos: most CPUs the cpuset allowed when sampled
+                                  (from the injector's first write on) */
 };
 
 /* Record an error that stops the run (first one wins). */
