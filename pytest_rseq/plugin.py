@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from . import options, report, seeds
+from . import options, perf, report, seeds
 from .fixtures import rseq_capabilities, rseq_stress, run_keywords
 from .session import MARKER_PROBLEM, ROWS, ROWS_SENT, STATE, Collector, State
 
@@ -90,11 +90,19 @@ def pytest_configure(config: pytest.Config) -> None:
     json_path = Path(config.invocation_params.dir, settings.json) if settings.json else None
     state = State(settings=settings, seed=seed, worker=worker, json_path=json_path)
     config.stash[STATE] = state
+    if settings.perf:
+        perf.set_requested(True)
     config.pluginmanager.register(Collector(config, state), "rseq-collector")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist_hooks import XdistHooks
 
         config.pluginmanager.register(XdistHooks(seed), "rseq-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Hand the perf cross-check back to ``PYTEST_RSEQ_PERF`` (``--rseq-perf`` was per session)."""
+    if STATE in config.stash and config.stash[STATE].settings.perf:
+        perf.set_requested(None)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
