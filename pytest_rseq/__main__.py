@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     for line in table(outcomes):
         print(line)
     print()
+    for o in outcomes:
+        if o.verdict in (gate.SKIP, gate.NOT_TESTED):
+            print(f"{o.verdict.lower()}: {o.name}: {o.detail}")
     if args.only:
         verdict += f" (only the scenarios matching {', '.join(args.only)})"
     print(f"gate: {verdict}  ({time.monotonic() - start:.1f} s, exit {code})")
