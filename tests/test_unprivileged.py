@@ -214,3 +214,24 @@ def test_require_names_scenarios_groups_and_short_names() -> None:
     ]
     with pytest.raises(ValueError, match="no scenario named 'cpusets'"):
         gate.resolve_required(["cpusets"], 2)
+
+
+def test_rseq_perf_option_and_ini_key_ask_for_the_cross_check(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--rseq-perf`` and ``rseq_perf`` turn it on for the session only; off by default."""
+    monkeypatch.delenv(perf.PERF_ENV, raising=False)
+    pytester.makepyfile(
+        """
+        from pytest_rseq import perf
+
+        def test_asked():
+            assert perf.perf_requested()
+        """
+    )
+    pytester.runpytest_inprocess("-p", "no:xdist", "--rseq-perf").assert_outcomes(passed=1)
+    assert not perf.perf_requested()
+    pytester.runpytest_inprocess("-p", "no:xdist").assert_outcomes(failed=1)
+    pytester.makeini("[pytest]\nrseq_perf = true\n")
+    pytester.runpytest_inprocess("-p", "no:xdist").assert_outcomes(passed=1)
+    assert not perf.perf_requested()
