@@ -55,6 +55,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="also run the CPU hotplug scenario (takes a CPU offline; root only)",
     )
+    parser.add_argument(
+        "--require",
+        metavar="NAME[,NAME]",
+        action="append",
+        default=[],
+        help="exit 2 unless these scenarios (e.g. cpuset, hotplug, perf, injector/cpuset) "
+        "passed; by default a NOT TESTED extra does not change the exit code (repeatable)",
+    )
     parser.add_argument("--seed", type=int, help="seed of every run (default: random)")
     parser.add_argument(
         "--block-rseq",
@@ -83,6 +91,8 @@ def _argv_without_block(args: argparse.Namespace) -> list[str]:
         argv += ["--seed", str(args.seed)]
     for text in args.only:
         argv += ["--only", text]
+    for text in args.require:
+        argv += ["--require", text]
     return argv
 
 
@@ -101,7 +111,7 @@ def reexec_blocked(name: str, args: argparse.Namespace) -> int:
 
 def print_outcome(outcome: gate.Outcome) -> None:
     """One progress line per finished scenario."""
-    print(f"  {outcome.verdict:<4}  {outcome.name:<31} {outcome.seconds:5.1f} s  {outcome.detail}")
+    print(f"  {outcome.verdict:<10}  {outcome.name:<31} {outcome.seconds:5.1f} s  {outcome.detail}")
     sys.stdout.flush()
 
 
@@ -131,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # `python -m pytest_rseq | head` ends quietly, like other command-line tools.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        required = gate.resolve_required(
+            [n.strip() for text in args.require for n in text.split(",") if n.strip()],
+            len(os.sched_getaffinity(0)),
+        )
+    except ValueError as exc:
+        sys.stderr.write(f"python -m pytest_rseq: error: {exc}\n")
+        return EXIT_USAGE
     if args.block_rseq and not os.environ.get(BLOCKED_ENV):
         return reexec_blocked(args.block_rseq, args)
     if args.list:
@@ -143,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {line}")
     if os.environ.get(BLOCKED_ENV):
         print(f"  started with rseq blocked by seccomp ({os.environ[BLOCKED_ENV]}) before exec")
-    if "native_error" in fp:
-        print(f"COULD NOT TEST: {fp['native_error']}")
-        return _finish(args, fp, [], gate.EXIT_COULD_NOT_TEST, "COULD NOT TEST: no native core", 0)
+    for key, why in (("native_error", "no native core"), ("probe_error", "probing failed")):
+        if key in fp:
+            print(f"COULD NOT TEST: {fp[key]}")
+            return _finish(args, fp, [], gate.EXIT_COULD_NOT_TEST, f"COULD NOT TEST: {why}", 0)
     if not fp.get("rseq_available"):
         errname = errno.errorcode.get(int(fp.get("syscall_errno") or 0), "?")
         print(
@@ -163,11 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         fingerprint=fp,
         on_outcome=print_outcome,
     )
-    code, verdict = gate.overall(outcomes, bool(fp.get("rseq_available")))
+    code, verdict = gate.overall(outcomes, bool(fp.get("rseq_available")), required)
     print()
     for line in table(outcomes):
         print(line)
     print()
+    for o in outcomes:
+        if o.verdict in (gate.SKIP, gate.NOT_TESTED):
+            print(f"{o.verdict.lower()}: {o.name}: {o.detail}")
     if args.only:
         verdict += f" (only the scenarios matching {', '.join(args.only)})"
     print(f"gate: {verdict}  ({time.monotonic() - start:.1f} s, exit {code})")
@@ -187,6 +209,7 @@ def _finish(
             "pytest_rseq": __version__,
             "quick": args.quick,
             "only": args.only,
+            "require": args.require,
             "blocked_before_exec": os.environ.get(BLOCKED_ENV),
             "rseq_available": bool(fp.get("rseq_available")),
             "exit_code": code,

@@ -7,8 +7,6 @@ import platform
 from pathlib import Path
 from typing import Any
 
-TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-
 
 def _glibc_version() -> str | None:
     try:
@@ -25,8 +23,13 @@ def _read(path: str) -> str | None:
 
 
 def perf_tracepoints() -> bool:
-    """True when the ``rseq:rseq_ip_fixup`` tracepoint is visible in tracefs."""
-    return any(Path(root, "events", "rseq", "rseq_ip_fixup").is_dir() for root in TRACEFS_ROOTS)
+    """True when the ``rseq:rseq_ip_fixup`` tracepoint is visible to this uid.
+
+    Looks only: mounts nothing, and an unreadable tracefs (non-root) is False.
+    """
+    from .perf import find_tracepoint
+
+    return find_tracepoint(mount=False)[0]
 
 
 MEMBARRIER_PRIVATE_EXPEDITED_RSEQ = 1 << 7

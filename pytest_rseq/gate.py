@@ -7,9 +7,13 @@ effect (signals delivered, CPUs changed, aborts seen). The canaries are
 broken on purpose: catching them is what proves the gate can see a bug.
 
 The gate fails closed. Verdicts per scenario are ``PASS``, ``FAIL``,
-``SKIP`` (could not test here, with the reason) and ``OFF`` (an opt-in
-scenario that was not asked for). Overall: any ``FAIL`` -> exit 1; else any
-``SKIP`` -> exit 2 (could not test); else exit 0. A skip never becomes a pass.
+``SKIP`` (could not test here, with the reason), ``NOT TESTED`` (an extra
+that needs a privilege or tool this host does not give: cpuset shifts and
+hotplug need root, the perf cross-check needs a readable tracefs and perf)
+and ``OFF`` (an opt-in scenario that was not asked for). Overall: any
+``FAIL`` -> exit 1; else any ``SKIP``, or a ``--require``d scenario that did
+not pass -> exit 2 (could not test); else exit 0. A skip never becomes a
+pass, and a ``NOT TESTED`` extra is listed with its reason.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import perf
 from .chaos import Chaos
 from .errors import CapabilityMissing, RseqError
 from .result import StressResult
 
 EXIT_PASS, EXIT_FAIL, EXIT_COULD_NOT_TEST = 0, 1, 2
 PASS, FAIL, SKIP, OFF = "PASS", "FAIL", "SKIP", "OFF"
+NOT_TESTED = "NOT TESTED"
+VERDICTS = (PASS, FAIL, SKIP, NOT_TESTED, OFF)
 QUICK_DURATION_S = 0.25
 FULL_DURATION_S = 1.0
 
@@ -47,6 +54,9 @@ class Scenario:
         opt_in: the gate flag that turns the scenario on (off by default).
         check: a custom check instead of a stress run (returns verdict, detail).
         min_cpus: allowed CPUs the scenario needs to show anything (else SKIP).
+        extra: needs what many hosts do not give (root, perf): a missing
+            capability is ``NOT TESTED`` (does not change the exit code unless
+            ``--require``d) instead of ``SKIP``.
     """
 
     name: str
@@ -58,6 +68,7 @@ class Scenario:
     opt_in: str | None = None
     check: Callable[[dict[str, Any]], tuple[str, str]] | None = None
     min_cpus: int = 1
+    extra: bool = False
 
     @property
     def group(self) -> str:
@@ -119,8 +130,44 @@ def seccomp_after_start_check(errno_name: str, registration: str) -> Callable[..
     return check
 
 
-def scenarios(cpus: int) -> list[Scenario]:
-    """The whole suite, in the order it runs. ``cpus``: CPUs this process may use."""
+def perf_ip_fixup_check(threads: int, duration: float, seed: int | None) -> Callable[..., Any]:
+    """A check: the kernel's ``rseq:rseq_ip_fixup`` count equals the aborts the handlers saw.
+
+    Runs a signal storm with widened sections under ``perf stat``; needs perf and a
+    readable tracefs (root), else ``NOT TESTED`` with the reason.
+    """
+
+    def check(fp: dict[str, Any]) -> tuple[str, str]:
+        from .runner import run
+
+        if not fp.get("rseq_available"):
+            return SKIP, "rseq unavailable: no aborts to count"
+        with perf.requested():
+            status = perf.perf_status()
+            if not status["available"]:
+                return NOT_TESTED, f"perf cross-check not available: {status['reason']}"
+            chaos = Chaos(signals_hz=5000, cs_delay=64)
+            result = run("counter", threads=threads, duration=duration, chaos=chaos, seed=seed)
+        got = result.details.get("perf") or {}
+        if not result.ok:
+            return FAIL, (result.reasons or ["the oracle disagreed"])[0]
+        if not got.get("available"):
+            return FAIL, f"perf ran but counted nothing: {got.get('reason')}"
+        if got["fixups"] != result.aborts:
+            return FAIL, f"kernel fixups {got['fixups']:,} != handler aborts {result.aborts:,}"
+        if result.aborts <= 0:
+            return FAIL, "no evidence: no aborts under the signal storm"
+        return PASS, f"kernel fixups {got['fixups']:,} == handler aborts {result.aborts:,}"
+
+    return check
+
+
+def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list[Scenario]:
+    """The whole suite, in the order it runs.
+
+    ``cpus``: CPUs this process may use; ``duration`` and ``seed`` reach the
+    checks that start their own runs.
+    """
     over = max(2, 2 * cpus)
     return [
         Scenario("registration/auto", "rseq as the process has it", run_args={"threads": cpus}),
@@ -159,6 +206,7 @@ def scenarios(cpus: int) -> list[Scenario]:
                 f"{name} chaos at {rate:g}/s",
                 run_args={"threads": over, "chaos": Chaos(**{f"{name}_hz": rate, **extra})},
                 proof=proof,
+                extra=name in ROOT_ONLY_INJECTORS,
             )
             for name, rate, extra, proof in INJECTORS
         ],
@@ -167,6 +215,13 @@ def scenarios(cpus: int) -> list[Scenario]:
             "CPU offline/online at 2/s",
             run_args={"threads": over, "chaos": Chaos(hotplug_hz=2)},
             opt_in="--allow-hotplug",
+            extra=True,
+        ),
+        Scenario(
+            "perf/ip-fixup",
+            "kernel rseq_ip_fixup count == aborts",
+            check=perf_ip_fixup_check(over, duration, seed),
+            extra=True,
         ),
         Scenario(
             "path/fallback",
@@ -237,6 +292,8 @@ def scenarios(cpus: int) -> list[Scenario]:
     ]
 
 
+ROOT_ONLY_INJECTORS = ("cpuset",)
+"""Injectors (besides the opt-in hotplug) that need root: ``NOT TESTED`` without it."""
 INJECTORS: list[tuple[str, float, dict[str, Any], tuple[str, ...]]] = [
     ("signals", 5000, {"cs_delay": 64}, ("signals_delivered", "aborts")),
     ("affinity", 1000, {}, ("affinity_changes", "migrations")),
@@ -303,6 +360,8 @@ def run_scenario(
     if scenario.check is not None:
         try:
             return done(*scenario.check(fp))
+        except CapabilityMissing as exc:
+            return done(NOT_TESTED if scenario.extra else SKIP, f"capability missing: {exc}")
         except (RseqError, OSError, subprocess.SubprocessError) as exc:
             return done(FAIL, f"{type(exc).__name__}: {exc}")
     if len(os.sched_getaffinity(0)) < scenario.min_cpus:
@@ -312,21 +371,49 @@ def run_scenario(
     try:
         result = run(scenario.workload, duration=duration, seed=seed, **scenario.run_args)
     except CapabilityMissing as exc:
-        return done(SKIP, f"capability missing: {exc}")
+        return done(NOT_TESTED if scenario.extra else SKIP, f"capability missing: {exc}")
     except (RseqError, ValueError, OSError) as exc:
         return done(FAIL, f"{type(exc).__name__}: {exc}")
     return done(*judge(scenario, result, rseq), result)
 
 
-def overall(outcomes: Sequence[Outcome], rseq_available: bool = True) -> tuple[int, str]:
+def resolve_required(names: Sequence[str], cpus: int) -> list[str]:
+    """The scenario names that ``--require`` values name.
+
+    A value is a scenario (``injector/cpuset``), the part after its slash
+    (``cpuset``) or a group (``perf``).
+
+    Raises:
+        ValueError: a value names no scenario (the message lists the valid ones).
+    """
+    known = [s.name for s in scenarios(cpus)]
+    chosen: list[str] = []
+    for name in names:
+        hits = [k for k in known if name in (k, k.split("/", 1)[0], k.split("/", 1)[1])]
+        if not hits:
+            raise ValueError(
+                f"--require: no scenario named {name!r} (scenarios: {', '.join(known)})"
+            )
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def overall(
+    outcomes: Sequence[Outcome], rseq_available: bool = True, required: Sequence[str] = ()
+) -> tuple[int, str]:
     """The exit code and the one-line overall verdict. Skips never count as passes.
 
     Without rseq (blocked, emulator, old kernel) nothing about rseq could be
     tested, so the best outcome is "could not test" (exit 2), with the
-    fallback scenarios' passes said explicitly.
+    fallback scenarios' passes said explicitly. ``NOT TESTED`` extras (root
+    or perf missing) are named in the verdict; they make it exit 2 only when
+    ``required`` (scenario names) lists them.
     """
-    count = {v: sum(o.verdict == v for o in outcomes) for v in (PASS, FAIL, SKIP, OFF)}
+    count = {v: sum(o.verdict == v for o in outcomes) for v in VERDICTS}
     tally = f"{count[PASS]} passed, {count[FAIL]} failed, {count[SKIP]} skipped"
+    if count[NOT_TESTED]:
+        untested = [o.name for o in outcomes if o.verdict == NOT_TESTED]
+        tally += f", {count[NOT_TESTED]} not tested ({', '.join(untested)})"
     if count[OFF]:
         tally += f", {count[OFF]} off"
     if count[FAIL]:
@@ -341,6 +428,12 @@ def overall(outcomes: Sequence[Outcome], rseq_available: bool = True) -> tuple[i
         return EXIT_COULD_NOT_TEST, (
             f"COULD NOT TEST: rseq is unavailable here; the fallback path passed in "
             f"{count[PASS]} scenario(s): {tally}"
+        )
+    verdicts = {o.name: o.verdict for o in outcomes}
+    unmet = [f"{n} ({verdicts.get(n, 'not run')})" for n in required if verdicts.get(n) != PASS]
+    if unmet:
+        return EXIT_COULD_NOT_TEST, (
+            f"COULD NOT TEST what --require asks for: {', '.join(unmet)}: {tally}"
         )
     if count[SKIP] or not count[PASS]:
         return EXIT_COULD_NOT_TEST, f"COULD NOT TEST everything: {tally}"
@@ -360,7 +453,7 @@ def run_gate(
     duration = QUICK_DURATION_S if quick else FULL_DURATION_S
     cpus = len(os.sched_getaffinity(0))
     outcomes = []
-    for scenario in scenarios(cpus):
+    for scenario in scenarios(cpus, duration, seed):
         if only and not any(o in scenario.name for o in only):
             continue
         if scenario.opt_in and scenario.opt_in not in allow:

@@ -46,6 +46,10 @@ HELP_REGISTRATION = f"default registration of a stress run ({', '.join(REGISTRAT
 HELP_JSON = "write every stress run's metrics and each host's fingerprint to PATH as JSON"
 HELP_ALLOW_HOTPLUG = "permit Chaos.hotplug_hz > 0 (takes CPUs offline; root only)"
 HELP_LINT = "lint every workload library's rseq sections (pytest_rseq.lint) before running it"
+HELP_PERF = (
+    "cross-check each run's aborts against the kernel's rseq:rseq_ip_fixup count with "
+    "perf stat (needs perf and a readable tracefs, i.e. root; same as PYTEST_RSEQ_PERF=1)"
+)
 HELP_SMOKE = f"run every stress as one short smoke iteration (at most {SMOKE_DURATION_S:g} s)"
 
 
@@ -81,6 +85,7 @@ OPTIONS = (
     Option("allow_hotplug", HELP_ALLOW_HOTPLUG, kind="bool"),
     Option("smoke", HELP_SMOKE, kind="bool"),
     Option("lint", HELP_LINT, kind="bool"),
+    Option("perf", HELP_PERF, kind="bool"),
 )
 
 
@@ -100,6 +105,7 @@ class Settings:
     allow_hotplug: bool = False
     smoke: bool = False
     lint: bool = False
+    perf: bool = False
 
     def run_defaults(self) -> dict[str, Any]:
         """The ``run()`` keyword defaults these settings give (unset ones left out)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from . import json_target, options, report, seeds, sigterm
+from . import json_target, options, perf, report, seeds, sigterm
 from .fixtures import rseq_capabilities, rseq_stress, run_keywords
 from .session import MARKER_PROBLEM, ROWS, ROWS_SENT, STATE, Collector, State
 
@@ -98,6 +98,8 @@ def pytest_configure(config: pytest.Config) -> None:
     state = State(settings=settings, seed=seed, worker=worker, json_path=json_path)
     config.stash[STATE] = state
     config.stash[SIGTERM_BEFORE] = sigterm.install()
+    if settings.perf:
+        perf.set_requested(True)
     config.pluginmanager.register(Collector(config, state), "rseq-collector")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist_hooks import XdistHooks
@@ -106,8 +108,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Put back the SIGTERM disposition ``pytest_configure`` replaced."""
+    """Put back the SIGTERM disposition ``pytest_configure`` replaced, and hand the perf
+    cross-check back to ``PYTEST_RSEQ_PERF`` (``--rseq-perf`` was per session)."""
     sigterm.uninstall(config.stash.get(SIGTERM_BEFORE, None))
+    if STATE in config.stash and config.stash[STATE].settings.perf:
+        perf.set_requested(None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

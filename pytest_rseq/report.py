@@ -123,7 +123,8 @@ def totals_line(rows: Sequence[dict[str, Any]]) -> str:
 def host_fingerprint() -> dict[str, Any]:
     """This host's fingerprint: ``capabilities()`` plus host name and Python.
 
-    The native core is not needed: without it, ``native_error`` says why.
+    The native core is not needed: without it, ``native_error`` says why;
+    ``probe_error`` holds any other failure of a probe.
     """
     fp: dict[str, Any] = {
         "hostname": socket.gethostname(),
@@ -136,7 +137,9 @@ def host_fingerprint() -> dict[str, Any]:
 
         fp.update(capabilities())
     except Exception as exc:  # the fingerprint must never break a run
-        fp["native_error"] = f"{type(exc).__name__}: {exc}"
+        # Only a missing or stale core is "no native core"; anything else is a probe bug.
+        key = "native_error" if isinstance(exc, ImportError) else "probe_error"
+        fp[key] = f"{type(exc).__name__}: {exc}"
     return fp
 
 
@@ -157,6 +160,8 @@ def fingerprint_lines(fp: dict[str, Any]) -> list[str]:
     """The fingerprint in two lines (kernel, glibc, registration; cgroup and CPUs)."""
     if "native_error" in fp:
         first = f"kernel {platform.release()}; native core unavailable: {fp['native_error']}"
+    elif "probe_error" in fp:
+        first = f"kernel {platform.release()}; probing this host failed: {fp['probe_error']}"
     else:
         avail = "available" if fp.get("rseq_available") else "UNAVAILABLE"
         first = (

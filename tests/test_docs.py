@@ -34,7 +34,10 @@ FILE = re.compile(r"^<!--\s*file:\s*(\S+)\s*-->\s*$")
 NOT_RUN = re.compile(r"^<!--\s*not-run:\s*(.*?)\s*-->\s*$")
 SHELLS = {"sh", "bash", "shell"}
 # No package index is reachable from the tests: an install is checked as "it is installed".
-SUBSTITUTES = {"pip install pytest-rseq": "python -m pip show pytest-rseq"}
+SUBSTITUTES = {
+    "pip install pytest-rseq": "python -m pip show pytest-rseq",
+    'pip install "pytest-rseq @ git+https://<your-fork-url>"': "python -m pip show pytest-rseq",
+}
 
 
 @dataclass(frozen=True)

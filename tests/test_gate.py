@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from pytest_rseq import gate
-from pytest_rseq.gate import FAIL, OFF, PASS, SKIP, Outcome, Scenario, judge, overall
+from pytest_rseq.gate import (
+    FAIL,
+    NOT_TESTED,
+    OFF,
+    PASS,
+    SKIP,
+    Outcome,
+    Scenario,
+    judge,
+    overall,
+)
 from pytest_rseq.result import StressResult
 
 GATE_TIMEOUT_S = 120
@@ -37,6 +48,15 @@ def test_gate_passes_here_with_every_scenario_and_caught_canaries(tmp_path: Path
     assert set(verdicts) == scenario_names()
     assert code == 0 == doc["exit_code"], out
     assert verdicts.pop("injector/hotplug") == OFF  # opt-in: takes a CPU offline
+    details = {s["name"]: s["detail"] for s in doc["scenarios"]}  # type: ignore[union-attr]
+    for extra in {s.name for s in gate.scenarios(2) if s.extra} - {"injector/hotplug"}:
+        # Root (cpuset) or perf and a readable tracefs: NOT TESTED says which is missing.
+        if verdicts[extra] == NOT_TESTED:
+            assert "uid" in details[extra] or "perf" in details[extra], out
+            del verdicts[extra]
+    if os.geteuid() != 0:
+        assert "injector/cpuset" not in verdicts and "perf/ip-fixup" not in verdicts, out
+        assert "COULD NOT TEST" not in out and "not tested (" in out
     assert set(verdicts.values()) == {PASS}, out
     canaries = [s for s in doc["scenarios"] if s["name"].startswith("canary/")]  # type: ignore[union-attr]
     assert len(canaries) == 5 and all(c["detail"].startswith("caught") for c in canaries)
@@ -99,6 +119,12 @@ def test_overall_fails_closed() -> None:
         return [Outcome(f"g/{i}", "x", v, "") for i, v in enumerate(verdicts)]
 
     assert overall(outcomes(PASS, PASS, OFF))[0] == gate.EXIT_PASS
+    assert overall(outcomes(PASS, NOT_TESTED))[0] == gate.EXIT_PASS
+    assert overall(outcomes(PASS, NOT_TESTED), required=["g/1"])[0] == gate.EXIT_COULD_NOT_TEST
+    assert overall(outcomes(PASS, OFF), required=["g/1"])[0] == gate.EXIT_COULD_NOT_TEST
+    assert overall(outcomes(PASS), required=["g/9"])[0] == gate.EXIT_COULD_NOT_TEST
+    assert overall(outcomes(PASS, PASS), required=["g/1"])[0] == gate.EXIT_PASS
+    assert overall(outcomes(NOT_TESTED))[0] == gate.EXIT_COULD_NOT_TEST
     assert overall(outcomes(PASS, SKIP))[0] == gate.EXIT_COULD_NOT_TEST
     assert overall(outcomes(OFF))[0] == gate.EXIT_COULD_NOT_TEST
     assert overall(outcomes())[0] == gate.EXIT_COULD_NOT_TEST

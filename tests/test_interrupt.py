@@ -17,6 +17,8 @@ HANG_LIMIT_S = 60
 @pytest.mark.parametrize("isolate", [True, False])
 def test_ctrl_c_stops_a_long_run(isolate: bool, process_tag: Callable[[], list[int]]) -> None:
     code = (
+        # A shell's background job starts with SIGINT ignored, and Python then keeps it so.
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "import pytest_rseq, sys; print('start', flush=True); "
         f"pytest_rseq.run('counter', threads=2, duration=120, isolate={isolate})"
     )
