@@ -50,9 +50,9 @@ ROW_FIELDS = (
     "error",
     "reasons",
     "repro",
+    "verdict",
+    "aborts_by_cause",
 )
-OPTIONAL_ROW_FIELDS = ("aborts_by_cause",)
-"""Result fields copied into a row when the result has them."""
 
 
 def make_row(
@@ -62,27 +62,14 @@ def make_row(
     data = result.to_dict()
     row: dict[str, Any] = {"test": test, "index": index, "worker": worker, "host": host}
     row.update({k: data[k] for k in ROW_FIELDS})
-    row.update({k: data[k] for k in OPTIONAL_ROW_FIELDS if k in data})
     row["churn"] = max(0, result.threads_started - result.threads)
     row["showed_a_bug"] = result.showed_a_bug
-    row["verdict"] = row_verdict({**row, "verdict": data.get("verdict")})
     return row
 
 
 def row_verdict(row: dict[str, Any]) -> str:
-    """The run's own verdict: ``ok``, ``bug``, ``no-evidence`` or ``error``.
-
-    The ``verdict`` the result gave; derived from ``ok``, ``showed_a_bug`` and
-    ``error`` when it gave none.
-    """
-    given = row.get("verdict")
-    if isinstance(given, str) and given:
-        return given
-    if row.get("ok"):
-        return "ok"
-    if row.get("showed_a_bug"):
-        return "bug"
-    return "error" if row.get("error") else "no-evidence"
+    """The run's own verdict: ``ok``, ``bug``, ``no-evidence`` or ``error``."""
+    return str(row["verdict"])
 
 
 def status(row: dict[str, Any]) -> str:

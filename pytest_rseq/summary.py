@@ -135,7 +135,14 @@ def table_lines(rows: Sequence[dict[str, Any]], width: int) -> list[str]:
 def _left_out(headers: list[str], width: int) -> list[str]:
     if not headers:
         return []
-    return [f"(left out at {width} columns: {', '.join(headers)}; every figure is in --rseq-json)"]
+    note = f"(left out at {width} columns: {', '.join(headers)}; every figure is in --rseq-json)"
+    if len(note) <= width:
+        return [note]
+    # Too long for the terminal: the list of columns on a line of its own.
+    return [
+        f"(left out at {width} columns, every figure is in --rseq-json:",
+        f" {', '.join(headers)})",
+    ]
 
 
 def summary_lines(rows: Sequence[dict[str, Any]], width: int = 100) -> list[str]:

@@ -178,7 +178,7 @@ def test_summary_printed_once(seeded: pytest.Pytester, xdist: list[str]) -> None
     result.stdout.fnmatch_lines(
         [
             "*= rseq summary =*",
-            "run*path*registration*ops/s*aborts*migrations*signals*verdict",
+            "run*path*registration*ops/s*aborts*sig/mb/pre*signals*verdict",
             "4 stress run(s): 1 caught, 3 ok",
             "per-CPU distribution of counted ops (all runs):",
             "  cpu   0 *%*",

@@ -144,7 +144,7 @@ def test_a_failure_shows_the_test_line_not_plugin_source(pytester: pytest.Pytest
             '>       pytest_rseq.run("counter", threads=0)',
             "E       ValueError: threads must be between 1 and *, got 0",
             '>       rseq_stress("canary_clobber_cpu_range", threads=2).assert_consistent()',
-            "E       pytest_rseq.errors.ConsistencyError: rseq stress FAILED: *",
+            "E       pytest_rseq.errors.ConsistencyError: rseq stress BUG: *",
         ]
     )
     for plugin_source in ("runner.py", "fixtures.py", "result.py", "workload.py", "def run("):

@@ -106,13 +106,13 @@ def test_rows_are_json_safe_and_carry_the_run_verdict() -> None:
     row = report.make_row(make_result(), test="t::a", index=0, worker="gw0", host="h-1")
     assert json.loads(json.dumps(row)) == row
     assert row["churn"] == 3 and row["verdict"] == "ok"
-    assert "aborts_by_cause" not in row
+    assert row["aborts_by_cause"] == {"signal": 0, "membarrier": 0, "preemption": 3}
 
     def verdict(**overrides: object) -> str:
         row = report.make_row(make_result(**overrides), test="t", index=0, worker="m", host="h")
         return str(row["verdict"])
 
-    # Results without a verdict field: derived from ok, showed_a_bug and error.
+    # Results built by hand: StressResult infers the verdict from ok, lost counts and error.
     assert verdict(ok=False, observed=90) == "bug"
     assert verdict(workload="canary_racy", ok=False, crash="SIGSEGV") == "bug"
     assert verdict(ok=False, error="injector failed") == "error"
@@ -144,10 +144,10 @@ def test_summary_table_and_per_cpu_chart() -> None:
         ),
     ]
     rows = [{**rows[0], "outcome": "passed"}, {**rows[1], "outcome": "failed"}]
-    lines = summary.summary_lines(rows)
+    lines = summary.summary_lines(rows, width=120)
     assert lines[0].split() == [
-        "test", "path", "registration", "ops/s", "aborts", "migrations", "signals", "churn",
-        "verdict",
+        "test", "path", "registration", "ops/s", "aborts", "sig/mb/pre", "migrations", "signals",
+        "churn", "verdict",
     ]  # fmt: skip
     assert lines[2].startswith("t::a ") and lines[2].endswith("ok")
     assert lines[3].startswith("t::b #1 [gw1]") and lines[3].endswith("FAILED: bug")
