@@ -1,12 +1,14 @@
 """``python -m benchmarks``: run the benchmarks, print tables, write JSON.
 
     python -m benchmarks [--quick] [--json PATH] [--only SECTION,...]
-                         [--repeats N] [--trials N]
+                         [--repeats N] [--trials N] [--runs N] [--seed N]
 
 Sections: fastpath (ns per increment, harness overhead), injectors (achieved
 rates), detection (canaries caught, time to first detected loss), gate (wall
-time of ``python -m pytest_rseq``). ``--quick`` is a tiny smoke mode (seconds)
-whose numbers mean nothing; the published numbers come from a run without it.
+time of ``python -m pytest_rseq``), soak (N seeded random-chaos runs of the
+correct workloads and of the canaries; ``--runs``, ``--seed``). ``--quick`` is
+a tiny smoke mode (seconds) whose numbers mean nothing; the published numbers
+come from a run without it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import detection, fastpath, gate, injectors
+from . import detection, fastpath, gate, injectors, soak
 from .common import LoadMeter, machine
 
 SCHEMA = "pytest-rseq-benchmarks/1"
-SECTIONS = ("fastpath", "injectors", "detection", "gate")
+SECTIONS = ("fastpath", "injectors", "detection", "gate", "soak")
 DEFAULT_JSON = "benchmarks/results.json"
 
 
@@ -73,6 +75,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"detection trials per canary and preset ({detection.TRIALS}; "
         f"quick {detection.QUICK_TRIALS})",
     )
+    p.add_argument(
+        "--runs",
+        type=_positive,
+        default=soak.RUNS,
+        help=f"soak runs, correct and canary each ({soak.RUNS}; quick {soak.QUICK_RUNS})",
+    )
+    p.add_argument("--seed", type=int, default=None, help="soak seed (default: random, printed)")
     return p.parse_args(argv)
 
 
@@ -137,6 +146,8 @@ def must_show(sections: dict[str, Any]) -> dict[str, Any]:
                 "holds": None,
                 "errors": row["errors"] if row else ["no such row"],
             }
+    if sections.get("soak"):
+        out["soak_no_false_alarm_no_canary_ok"] = soak.claims(sections["soak"])
     inj = sections.get("injectors")
     if inj:
         out["injector_rates"] = {name: c for name, c in inj["ceilings"].items() if c["target_hz"]}
@@ -165,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "injectors": (lambda: injectors.measure(inj_repeats, args.quick), injectors.render),
         "detection": (lambda: detection.measure(trials, args.quick), detection.render),
         "gate": (lambda: gate.measure(min(repeats, 3), args.quick), gate.render),
+        "soak": (lambda: soak.measure(args.runs, args.quick, args.seed), soak.render),
     }
     for name in SECTIONS:
         if name not in args.only:

@@ -17,7 +17,16 @@ from cffi import FFI
 NATIVE = Path(__file__).resolve().parent
 ROOT = NATIVE.parent
 INCLUDE = ROOT / "pytest_rseq" / "include"
-SOURCES = ["abi.c", "workloads.c", "harness.c", "chaos.c", "chaos_sys.c", "loader.c", "bench.c"]
+SOURCES = [
+    "abi.c",
+    "workloads.c",
+    "harness.c",
+    "chaos.c",
+    "chaos_sys.c",
+    "evidence.c",
+    "loader.c",
+    "bench.c",
+]
 CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"]
 _MARKED = re.compile(r"/\* cffi-cdef-begin \*/(.*?)/\* cffi-cdef-end \*/", re.S)
 

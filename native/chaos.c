@@ -32,13 +32,24 @@
 #define SIG_OFFSET 4
 
 static uint64_t signals_delivered;
+/* The slot counter of the worker running on this thread (abort attribution). */
+static __thread uint64_t *slot_signals;
 
 static void on_storm_signal(int sig, siginfo_t *info, void *uctx)
 {
+    uint64_t *mine = slot_signals;
+
     (void)sig;
     (void)info;
     (void)uctx;
     __atomic_fetch_add(&signals_delivered, 1, __ATOMIC_RELAXED);
+    if (mine)
+        __atomic_fetch_add(mine, 1, __ATOMIC_RELAXED);
+}
+
+void prseq_chaos_worker_bind(struct prseq_slot *slot)
+{
+    slot_signals = &slot->signals_handled;
 }
 
 /* Several injectors (and workers joining a cpuset) change masks at once,
@@ -343,10 +354,17 @@ static int membarrier_setup(void)
     return 0;
 }
 
+/* fence_gen is odd while a fence is in flight, so a worker can tell which
+ * fences overlapped its op (evidence.c). */
 static void membarrier_fire(struct chaos *c, uint64_t *rng)
 {
+    long rc;
+
     (void)rng;
-    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
+    __atomic_fetch_add(&c->run->fence_gen, 1, __ATOMIC_SEQ_CST);
+    rc = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0);
+    __atomic_fetch_add(&c->run->fence_gen, 1, __ATOMIC_SEQ_CST);
+    if (rc == 0)
         __atomic_fetch_add(&c->membarriers, 1, __ATOMIC_RELAXED);
 }
 

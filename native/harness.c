@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "abi.h"
+#include "evidence.h"
 #include "harness.h"
 #include "workloads.h"
 
@@ -25,6 +26,8 @@
 #define FAST_BATCH 1024
 /* The supervisor wakes at least this often to look for Ctrl-C. */
 #define POLL_NS 20000000ull
+/* Past the deadline it looks at the evidence this often. */
+#define EXTEND_POLL_NS 2000000ull
 
 enum violation_kind {
     VIOLATION_CPU_ID_START = 1,   /* cpu_id_start != cpu_id outside a section */
@@ -200,6 +203,7 @@ static void *worker_main(void *arg)
     struct prseq_area *area;
     int owner, registered = 0, entered = 0;
 
+    prseq_chaos_worker_bind(s);
     __atomic_store_n(&s->tid, gettid(), __ATOMIC_RELEASE);
     if (use_rseq && cfg->own_registration && !cfg->workload_registers) {
         int rc = prseq_own_register();
@@ -233,10 +237,14 @@ static void *worker_main(void *arg)
         uint64_t cap = batch ? FAST_BATCH : BATCH;
         uint64_t n = remaining - done < cap ? remaining - done : cap;
         uint32_t cpu;
+        struct prseq_abort_mark mark;
 
         if (batch) {
             /* Built-in counters: the whole batch in one call, section inlined. */
-            int rc = batch(run->state, &s->t, n, &done);
+            int rc;
+            prseq_abort_mark(s, &mark);
+            rc = batch(run->state, &s->t, n, &done);
+            attribute_aborts(s, &mark);
             if (rc < 0) {
                 prseq_run_fail(run, -rc, "%s: op returned %d (%s) in slot %u", run->w->name, rc,
                                strerror(-rc), s->t.index);
@@ -245,7 +253,10 @@ static void *worker_main(void *arg)
             n = 0; /* nothing left for the per-op loop */
         }
         for (uint64_t i = 0; i < n; i++) {
-            int rc = op(run->state, &s->t);
+            int rc;
+            prseq_abort_mark(s, &mark);
+            rc = op(run->state, &s->t);
+            attribute_aborts(s, &mark);
             if (rc == 0) {
                 done++;
             } else if (rc < 0) {
@@ -256,9 +267,11 @@ static void *worker_main(void *arg)
         }
         cpu = area ? __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED) : (uint32_t)sched_getcpu();
         if (cpu != last_cpu) {
+            prseq_note_cpu(run, s, cpu, last_cpu != UINT32_MAX);
             migrations += last_cpu != UINT32_MAX;
             last_cpu = cpu;
         }
+        evidence_poll(run, s, cpu);
         if (area && cfg->sample_every && ++batches % cfg->sample_every == 0)
             sample_invariants(run, area);
         if (s->lifetime_ns && prseq_now_ns() - born >= s->lifetime_ns)
@@ -321,6 +334,43 @@ static int reap_slots(struct prseq_run *run)
         busy |= s->joinable;
     }
     return busy;
+}
+
+/* Per-slot budgets (the fallback half of path="both") end the run, which is
+ * never extended: its evidence is looked after from the start. */
+static int evidence_watched(const struct prseq_run *run, uint64_t now, uint64_t deadline)
+{
+    return now >= deadline || run->cfg->slot_budgets;
+}
+
+/* The supervisor may end the run at `now`: from the deadline on once no
+ * evidence is missing or an invariant broke (a verdict already), and at the
+ * cap whatever is missing. Meanwhile, a missing migration is asked for. */
+static int run_may_end(struct prseq_run *run, uint64_t now, uint64_t deadline, uint64_t cap)
+{
+    uint32_t missing;
+
+    prseq_evidence_sample(run);
+    if (!evidence_watched(run, now, deadline))
+        return 0;
+    if (now >= deadline &&
+        (now >= cap || __atomic_load_n(&run->invariant_violations, __ATOMIC_RELAXED)))
+        return 1;
+    missing = prseq_evidence_missing(run);
+    if (missing & (PRSEQ_EVIDENCE_MIGRATION | PRSEQ_EVIDENCE_CONCURRENCY))
+        prseq_request_migration(run, now);
+    return now >= deadline && missing == 0;
+}
+
+/* Where the run must end even without evidence (never before the deadline). */
+static uint64_t evidence_cap_ns(const struct prseq_config *cfg, uint64_t start, uint64_t deadline)
+{
+    uint64_t cap;
+
+    if (!(cfg->evidence_cap_s > cfg->duration_s))
+        return deadline;
+    cap = start + (uint64_t)(cfg->evidence_cap_s * 1e9);
+    return cap > deadline ? cap : deadline;
 }
 
 static int join_all(struct prseq_run *run, double timeout_s)
@@ -415,7 +465,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
                     struct prseq_result *res, struct prseq_run *run, int *stuck_out)
 {
     const char *bad;
-    uint64_t start, deadline;
+    uint64_t start, deadline, cap;
     int stuck;
 
     memset(res, 0, sizeof(*res));
@@ -441,6 +491,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     run->nr_slots = cfg->threads;
     run->nr_cpus = prseq_possible_cpus();
     run->cpu_node = read_cpu_nodes(run->nr_cpus);
+    run->cpus_seen = calloc((run->nr_cpus + 63) / 64, sizeof(uint64_t));
     run->node_id_usable = prseq_node_id_usable(res->owner);
     /* Concurrency ids stay below both the threads of the process (the
      * workers, the threads there now, the injector threads) and the CPUs it
@@ -466,11 +517,15 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         res->error = ENOMEM;
         snprintf(res->errmsg, sizeof(res->errmsg), "%s: create(%u) returned NULL", w->name,
                  cfg->threads);
+        free(run->cpu_node);
+        free(run->cpus_seen);
         return -ENOMEM;
     }
     run->slots = aligned_alloc(64, sizeof(struct prseq_slot) * cfg->threads);
     if (!run->slots || sem_init(&run->exited, 0, 0) != 0) {
         free(run->slots);
+        free(run->cpu_node);
+        free(run->cpus_seen);
         w->destroy(run->state);
         res->error = ENOMEM;
         snprintf(res->errmsg, sizeof(res->errmsg), "out of memory for %u slots", cfg->threads);
@@ -489,6 +544,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
 
     start = prseq_now_ns();
     deadline = start + (uint64_t)(cfg->duration_s * 1e9);
+    cap = evidence_cap_ns(cfg, start, deadline);
     /* Injectors first: a worker joins them (timer, cpuset) as it starts. */
     {
         int rc = prseq_chaos_start(run);
@@ -501,10 +557,13 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
 
     for (;;) {
         uint64_t now = prseq_now_ns();
-        uint64_t wake = now + POLL_NS < deadline ? now + POLL_NS : deadline;
+        uint64_t until = now < deadline ? deadline : cap;
+        uint64_t poll = evidence_watched(run, now, deadline) ? EXTEND_POLL_NS : POLL_NS;
+        uint64_t wake = now + poll < until ? now + poll : until;
         struct timespec abs = ns_to_timespec(wake);
 
-        if (!reap_slots(run) || now >= deadline || __atomic_load_n(&run->stop, __ATOMIC_ACQUIRE) ||
+        if (!reap_slots(run) || run_may_end(run, now, deadline, cap) ||
+            __atomic_load_n(&run->stop, __ATOMIC_ACQUIRE) ||
             __atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE))
             break;
         while (sem_clockwait(&run->exited, CLOCK_MONOTONIC, &abs) != 0 && errno == EINTR)
@@ -512,6 +571,10 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     }
     __atomic_store_n(&run->stop, 1, __ATOMIC_RELEASE);
     prseq_chaos_stop(run);
+    {
+        uint64_t ended = prseq_now_ns();
+        res->extended_s = ended > deadline ? (double)(ended - deadline) / 1e9 : 0.0;
+    }
     stuck = join_all(run, cfg->join_timeout_s > 0 ? cfg->join_timeout_s : 5.0);
     res->duration_s = (double)(prseq_now_ns() - start) / 1e9;
     if (stuck) {
@@ -524,12 +587,17 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         *stuck_out = 1;
         return -ETIMEDOUT;
     }
+    res->evidence_missing = prseq_evidence_missing(run);
+    res->distinct_cpus = run->distinct_cpus;
+    res->evidence_moves = run->moves;
     prseq_chaos_finish(run);
 
     for (uint32_t i = 0; i < cfg->threads; i++) {
         struct prseq_slot *s = &run->slots[i];
         res->ops += s->ops;
         res->aborts += s->t.aborts;
+        res->aborts_signal += s->aborts_signal;
+        res->aborts_membarrier += s->aborts_membarrier;
         res->migrations += s->migrations;
         res->slot_ops[i] = s->ops;
     }
@@ -548,6 +616,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     sem_destroy(&run->exited);
     free(run->slots);
     free(run->cpu_node);
+    free(run->cpus_seen);
     return res->error ? -res->error : 0;
 }
 

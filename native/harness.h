@@ -24,6 +24,13 @@ struct prseq_slot {
     void *timer;               /* chaos.c: the thread's POSIX timer (signal storm) */
     uint64_t timer_born;       /* when that timer started */
     struct prseq_run *run;
+    /* evidence.c: live counts, written by the slot's thread only */
+    uint64_t aborts_signal;
+    uint64_t aborts_membarrier;
+    uint64_t live_migrations;
+    int move_request;          /* set by the supervisor: move to another CPU */
+    /* chaos.c: storm signals handled by the slot's threads (own cache line) */
+    _Alignas(64) uint64_t signals_handled;
 };
 
 struct prseq_run {
@@ -48,6 +55,14 @@ struct prseq_run {
     int node_id_usable;        /* the area's node_id field is filled by the kernel */
     int16_t *cpu_node;         /* NUMA node of each possible CPU (-1 unknown) */
     void *chaos;               /* owned by chaos.c */
+    uint64_t fence_gen;        /* membarrier: +1 before and after each fence (odd: in flight) */
+    uint64_t *cpus_seen;       /* evidence.c: bitmap of CPUs the workers were seen on */
+    uint32_t distinct_cpus;    /* bits set in cpus_seen */
+    uint64_t move_requests;    /* evidence.c: workers asked to move (supervisor only) */
+    uint64_t last_request_ns;  /* when the last one was asked */
+    uint64_t moves;            /* workers that moved themselves on request */
+    uint32_t cpuset_cpus_max;  /* cpuset chaos: most CPUs the cpuset allowed when sampled
+                                  (from the injector's first write on) */
 };
 
 /* Record an error that stops the run (first one wins). */
@@ -82,5 +97,9 @@ void prseq_chaos_finish(struct prseq_run *run);
  * thread_init and before it leaves. */
 void prseq_chaos_worker_enter(struct prseq_run *run, struct prseq_slot *slot);
 void prseq_chaos_worker_leave(struct prseq_run *run, struct prseq_slot *slot);
+
+/* Called first by every worker thread, before its TID is published: the
+ * storm's handler then counts signals in the slot's signals_handled. */
+void prseq_chaos_worker_bind(struct prseq_slot *slot);
 
 #endif /* PRSEQ_HARNESS_H */

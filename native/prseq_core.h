@@ -23,6 +23,18 @@
 
 #define PRSEQ_MAX_THREADS 1024
 
+/* Bits of prseq_result.evidence_missing: what the run did not show (see
+ * docs/guide.md, "Verdicts"). The supervisor extends a run past duration_s,
+ * up to evidence_cap_s, until none is missing. */
+#define PRSEQ_EVIDENCE_ABORTS 1        /* rseq path: no section was aborted */
+#define PRSEQ_EVIDENCE_SIGNAL 2        /* signals: no signal-attributed abort (fallback: none handled) */
+#define PRSEQ_EVIDENCE_MEMBARRIER 4    /* fences: no membarrier-attributed abort (fallback: none issued) */
+#define PRSEQ_EVIDENCE_MIGRATION 8     /* more than one CPU allowed and no worker migrated */
+#define PRSEQ_EVIDENCE_CHURN 16        /* churn: no worker thread was replaced */
+#define PRSEQ_EVIDENCE_FORK 32         /* fork: no fork child completed its ops */
+#define PRSEQ_EVIDENCE_HOTPLUG 64      /* hotplug: no CPU went offline or online */
+#define PRSEQ_EVIDENCE_CONCURRENCY 128 /* fallback path: workers seen on fewer than 2 CPUs */
+
 /* What the running process has: the ABI as glibc and the kernel report it. */
 struct prseq_abi_info {
     int glibc_symbols;        /* 1 when __rseq_offset/__rseq_size/__rseq_flags resolve */
@@ -48,6 +60,8 @@ struct prseq_config {
     uint64_t ops_per_thread;      /* 0 = no op budget, stop at the deadline */
     const uint64_t *slot_budgets; /* optional per-slot budgets (threads entries) */
     double duration_s;            /* deadline for the run */
+    double evidence_cap_s;        /* while evidence is missing the run goes on up to
+                                     this long in all (<= duration_s: never extended) */
     double join_timeout_s;        /* how long stopped workers may take to exit */
     int path;                     /* PRSEQ_PATH_* */
     int own_registration;         /* register pytest-rseq's own area per worker */
@@ -80,6 +94,8 @@ struct prseq_result {
     uint64_t expected;
     uint64_t observed;
     uint64_t aborts;
+    uint64_t aborts_signal;       /* aborts attributed to storm signals (upper bound) */
+    uint64_t aborts_membarrier;   /* aborts attributed to membarrier fences (upper bound) */
     uint64_t migrations;
     uint64_t signals_sent;
     uint64_t signals_delivered;
@@ -101,6 +117,10 @@ struct prseq_result {
     uint32_t nr_shards;           /* entries of shards[] filled by the workload */
     uint64_t shards[4096];        /* per-CPU (or per-mm_cid) values after the run */
     double duration_s;
+    double extended_s;            /* how long the run went on past duration_s for evidence */
+    uint32_t evidence_missing;    /* PRSEQ_EVIDENCE_* bits still missing at the end */
+    uint32_t distinct_cpus;       /* CPUs the workers were seen on */
+    uint64_t evidence_moves;      /* workers the harness moved to another CPU for evidence */
 };
 
 int prseq_abi_probe(struct prseq_abi_info *out);

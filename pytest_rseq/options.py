@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from .chaos import Chaos
-from .runner import MAX_DURATION_S, MAX_THREADS, PATHS, REGISTRATIONS
+from .runner import (
+    DEFAULT_EVIDENCE_CAP,
+    MAX_DURATION_S,
+    MAX_THREADS,
+    PATHS,
+    REGISTRATIONS,
+    check_evidence_cap,
+)
 
 GROUP = "rseq"
 SMOKE_DURATION_S = 0.1
@@ -26,7 +33,11 @@ HELP_DURATION = "default duration of a stress run in seconds (run() default: 1.0
 HELP_THREADS = "default worker threads of a stress run (default: oversubscribe x CPUs)"
 HELP_CHAOS = (
     "default chaos: a preset (none, default) and/or NAME=RATE overrides, comma separated, "
-    "e.g. 'default,signals_hz=5000' (names: fields of pytest_rseq.Chaos)"
+    "e.g. 'default,signals_hz=5000' (names: fields of pytest_rseq.Chaos; run() default: default)"
+)
+HELP_EVIDENCE_CAP = (
+    "while a run's evidence (aborts, each requested cause, migrations) is missing it goes on, "
+    f"up to this multiple of its duration (default {DEFAULT_EVIDENCE_CAP:g}; 1 = never extend)"
 )
 HELP_PATH = f"default path of a stress run ({', '.join(PATHS)})"
 HELP_REGISTRATION = f"default registration of a stress run ({', '.join(REGISTRATIONS)})"
@@ -61,6 +72,7 @@ OPTIONS = (
     Option("duration", HELP_DURATION, metavar="SECONDS"),
     Option("threads", HELP_THREADS, metavar="N"),
     Option("chaos", HELP_CHAOS, metavar="SPEC"),
+    Option("evidence_cap", HELP_EVIDENCE_CAP, metavar="N"),
     Option("path", HELP_PATH, metavar="PATH"),
     Option("registration", HELP_REGISTRATION, metavar="MODE"),
     Option("json", HELP_JSON, metavar="PATH"),
@@ -79,6 +91,7 @@ class Settings:
     duration: float | None = None
     threads: int | None = None
     chaos: Chaos | None = None
+    evidence_cap: float | None = None
     path: str | None = None
     registration: str | None = None
     json: str | None = None
@@ -88,7 +101,7 @@ class Settings:
 
     def run_defaults(self) -> dict[str, Any]:
         """The ``run()`` keyword defaults these settings give (unset ones left out)."""
-        names = ("duration", "threads", "chaos", "path", "registration")
+        names = ("duration", "threads", "chaos", "path", "registration", "evidence_cap")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
@@ -170,6 +183,13 @@ def _parse_threads(text: str, source: str) -> int:
     return value
 
 
+def _parse_evidence_cap(text: str, source: str) -> float:
+    try:
+        return check_evidence_cap(float(text))
+    except ValueError as exc:
+        raise _usage(source, text, str(exc)) from None
+
+
 def _parse_choice(choices: tuple[str, ...]) -> Any:
     def parse(text: str, source: str) -> str:
         if text not in choices:
@@ -183,6 +203,7 @@ PARSERS: dict[str, Any] = {
     "duration": _parse_duration,
     "threads": _parse_threads,
     "chaos": parse_chaos,
+    "evidence_cap": _parse_evidence_cap,
     "path": _parse_choice(PATHS),
     "registration": _parse_choice(REGISTRATIONS),
 }
@@ -236,6 +257,8 @@ def as_flags(settings: Settings, seed: int) -> list[str]:
         base = Chaos().to_dict()
         spec = [f"{k}={v!r}" for k, v in settings.chaos.to_dict().items() if v != base[k]]
         flags.append("--rseq-chaos=" + (",".join(spec) or "none"))
+    if settings.evidence_cap is not None:
+        flags.append(f"--rseq-evidence-cap={settings.evidence_cap!r}")
     for name in ("path", "registration"):
         if getattr(settings, name) is not None:
             flags.append(f"--rseq-{name}={getattr(settings, name)}")

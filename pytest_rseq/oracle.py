@@ -1,8 +1,10 @@
 """The oracle: turns a child's raw numbers into a :class:`StressResult` and a verdict.
 
-A run is ``ok`` only when the per-CPU total equals the fallback-path tally,
-the stressed process neither crashed nor stopped on an error, no rseq-area
-invariant broke, and the registration mode did what it promised.
+A run's verdict is ``bug`` (lost or invented counts, a crash, a broken
+rseq-area invariant, a failed fork child), ``error`` (it stopped on an error
+that shows no bug, or the registration mode did not do what it promised),
+``no-evidence`` (nothing wrong seen, but the native core's evidence rules,
+``PRSEQ_EVIDENCE_*``, were not met) or ``ok``.
 """
 
 from __future__ import annotations
@@ -21,57 +23,115 @@ VIOLATIONS = {
     6: "node_id is not the NUMA node of cpu_id",
 }
 
-# Injector rate field -> (result counter, what "no effect" means).
-_EFFECTS = {
-    "signals_hz": ("signals_delivered", "no signal was delivered"),
-    "affinity_hz": ("affinity_changes", "no affinity change succeeded"),
-    "cpuset_hz": ("cpuset_shifts", "no cpuset.cpus write succeeded"),
-    "fork_hz": ("forks", "no fork child completed its ops"),
-    "membarrier_hz": ("membarriers", "no membarrier fence succeeded"),
-    "hotplug_hz": ("hotplug_events", "no CPU went offline or online"),
-}
+# The PRSEQ_EVIDENCE_* bits of the native core, by name (values read from the core).
+EVIDENCE_BITS = (
+    "aborts",
+    "signal",
+    "membarrier",
+    "migration",
+    "churn",
+    "fork",
+    "hotplug",
+    "concurrency",
+)
 
 
-def coverage_reasons(chaos: dict[str, Any], threads: int, run: dict[str, Any]) -> list[str]:
-    """Why a run whose perturbations showed no effect is not evidence (empty: it is).
+def missing_evidence(mask: int) -> list[str]:
+    """Names of the ``PRSEQ_EVIDENCE_*`` bits set in ``mask`` (the native core decides)."""
+    from ._native import load
 
-    Each requested injector must have done something; churn must have
-    replaced at least one thread; affinity or cpuset shifts must have moved a
-    worker; on the rseq path a signal storm with ``cs_delay`` and membarrier
-    fences must have aborted sections.
-    """
-    reasons = []
-    for rate, (counter, what) in _EFFECTS.items():
-        if chaos.get(rate, 0) > 0 and not run.get(counter, 0):
-            if rate == "cpuset_hz" and run.get("cpuset_errors"):
-                what += (
-                    f" ({run['cpuset_errors']} refused, last errno "
-                    f"{errno.errorcode.get(run.get('cpuset_errno', 0), run.get('cpuset_errno'))})"
-                )
-            reasons.append(f"not evidence: {rate}={chaos[rate]:g} requested but {what}")
-    if chaos.get("churn_hz", 0) > 0 and run.get("threads_started", 0) <= threads:
-        reasons.append(
-            f"not evidence: churn_hz={chaos['churn_hz']:g} requested but no worker thread "
-            f"was replaced (threads_started={run.get('threads_started', 0)})"
+    lib = load()[1]
+    return [n for n in EVIDENCE_BITS if mask & getattr(lib, f"PRSEQ_EVIDENCE_{n.upper()}")]
+
+
+def _why_missing(name: str, chaos: dict[str, Any], run: dict[str, Any]) -> str:
+    """What the run did not show, and what to change so it does."""
+    secs = f"{run.get('duration_s', 0.0):.2f} s"
+    rseq = run.get("path") == "rseq"
+    if name == "aborts":
+        return (
+            f"no critical section was aborted in {secs}: raise cs_delay or signals_hz, "
+            "oversubscribe the CPUs, or use a longer duration"
         )
-    moving = [r for r in ("affinity_hz", "cpuset_hz") if chaos.get(r, 0) > 0]
-    if moving and not run.get("migrations", 0):
-        text = f"not evidence: {', '.join(moving)} requested but no worker migrated"
+    if name == "signal":
+        if not rseq:
+            return f"signals_hz={chaos['signals_hz']:g} requested but no signal reached a worker"
+        return (
+            f"signals_hz={chaos['signals_hz']:g} requested but no signal aborted a section in "
+            f"{secs} ({run.get('signals_delivered', 0)} delivered): raise signals_hz or "
+            "cs_delay, or use a longer duration"
+        )
+    if name == "membarrier":
+        if not rseq:
+            return f"membarrier_hz={chaos['membarrier_hz']:g} requested but no fence was issued"
+        return (
+            f"membarrier_hz={chaos['membarrier_hz']:g} requested but no membarrier fence "
+            f"aborted a section in {secs} ({run.get('membarriers', 0)} fences): raise "
+            "membarrier_hz or cs_delay, or use a longer duration"
+        )
+    if name == "migration":
+        text = (
+            f"no worker migrated between CPUs in {secs}: add or raise affinity_hz "
+            "(Chaos.default() has it), or use a longer duration"
+        )
         if chaos.get("cpuset_hz", 0) > 0:
+            last = errno.errorcode.get(run.get("cpuset_errno", 0), run.get("cpuset_errno"))
             text += (
                 f" (cpuset.cpus: {run.get('cpuset_shifts', 0)} writes, "
-                f"{run.get('cpuset_errors', 0)} refused, last errno {run.get('cpuset_errno', 0)}, "
+                f"{run.get('cpuset_errors', 0)} refused, last errno {last}, "
                 f"last list {run.get('cpuset_last')!r})"
             )
-        reasons.append(text)
-    if run.get("path") == "rseq" and not run.get("aborts", 0):
-        if chaos.get("signals_hz", 0) > 0 and chaos.get("cs_delay", 0) > 0:
-            reasons.append("not evidence: a signal storm with cs_delay aborted no critical section")
-        if chaos.get("membarrier_hz", 0) > 0:
-            reasons.append("not evidence: membarrier fences aborted no critical section")
-    if run.get("fork_errors", 0):
-        reasons.append(f"{run['fork_errors']} fork child(ren) failed, hung or crashed")
-    return reasons
+        return text
+    if name == "churn":
+        return (
+            f"churn_hz={chaos['churn_hz']:g} requested but no worker thread was replaced "
+            f"(threads_started={run.get('threads_started', 0)}): raise churn_hz or the duration"
+        )
+    if name == "fork":
+        return (
+            f"fork_hz={chaos['fork_hz']:g} requested but no fork child completed its ops: "
+            "raise fork_hz or the duration"
+        )
+    if name == "hotplug":
+        return f"hotplug_hz={chaos['hotplug_hz']:g} requested but no CPU went offline or online"
+    return (
+        f"the workers were seen on {run.get('distinct_cpus', 0)} CPU(s), never in parallel "
+        "on two: use more threads or a longer duration"
+    )
+
+
+def evidence_reasons(spec: dict[str, Any], run: dict[str, Any], label: str) -> list[str]:
+    """Why a run that saw nothing wrong is no evidence (empty: it is).
+
+    The native core decides (``run["evidence_missing"]``, ``PRSEQ_EVIDENCE_*``);
+    this explains each missing item, what to change, and what ended the run.
+    """
+    missing = missing_evidence(int(run.get("evidence_missing", 0)))
+    if not missing:
+        return []
+    if label == "fallback" and spec["path"] == "both":
+        ended = "the fallback half runs the rseq half's op counts and is never extended"
+    elif spec.get("ops_per_thread"):
+        ended = "the op budget (ops_per_thread) ended the run first: raise it or drop it"
+    else:
+        ended = (
+            f"the run went on {run.get('extended_s', 0.0):.2f} s past its duration, up to "
+            f"the evidence cap ({spec.get('evidence_cap', 1.0):g}x the duration)"
+        )
+    return [
+        f"no evidence ({label}): {_why_missing(n, spec['chaos'], run)}; {ended}" for n in missing
+    ]
+
+
+def aborts_by_cause(run: dict[str, Any]) -> dict[str, int]:
+    """The run's aborts split by cause (signal and membarrier are upper bounds)."""
+    signal = int(run.get("aborts_signal", 0))
+    membarrier = int(run.get("aborts_membarrier", 0))
+    return {
+        "signal": signal,
+        "membarrier": membarrier,
+        "preemption": max(0, int(run.get("aborts", 0)) - signal - membarrier),
+    }
 
 
 def repro_line(spec: dict[str, Any]) -> str:
@@ -99,6 +159,10 @@ def repro_line(spec: dict[str, Any]) -> str:
     ]
     if spec.get("ops_per_thread"):
         args.insert(2, f"ops_per_thread={spec['ops_per_thread']}")
+    from .runner import DEFAULT_EVIDENCE_CAP
+
+    if spec.get("evidence_cap", DEFAULT_EVIDENCE_CAP) != DEFAULT_EVIDENCE_CAP:
+        args.append(f"evidence_cap={spec['evidence_cap']!r}")
     code = f"from pytest_rseq import *; run({', '.join(args)}).assert_consistent()"
     return f'python -c "{code}"'
 
@@ -113,18 +177,46 @@ def _violation_text(run: dict[str, Any]) -> str:
     )
 
 
-def _run_reasons(label: str, run: dict[str, Any]) -> list[str]:
-    reasons = []
+Findings = list[tuple[str, str]]
+"""(kind, reason) pairs in the order found; kind is ``crash`` (a bug that stands
+even when the run stopped on an error), ``bug``, ``error`` or ``no-evidence``."""
+
+
+def _fork_bug(run: dict[str, Any]) -> bool:
+    """A fork child lost counts or died: the workload's bug, reported as the run's error."""
+    return bool(run.get("fork_errors")) and run.get("errno") == errno.EPROTO
+
+
+def _run_findings(label: str, run: dict[str, Any]) -> Findings:
+    """The run's error, lost counts, broken invariants and failed fork children."""
+    found: Findings = []
     if run.get("error"):
-        reasons.append(f"{label}: {run['error']}")
+        found.append(("crash" if _fork_bug(run) else "error", f"{label}: {run['error']}"))
     if run["observed"] != run["expected"]:
-        reasons.append(
-            f"{label}: observed {run['observed']} != expected {run['expected']} "
-            f"(lost {run['expected'] - run['observed']})"
+        found.append(
+            (
+                "bug",
+                f"{label}: observed {run['observed']} != expected {run['expected']} "
+                f"(lost {run['expected'] - run['observed']})",
+            )
         )
     if run["invariant_violations"]:
-        reasons.append(f"{label}: {_violation_text(run)}")
-    return reasons
+        found.append(("bug", f"{label}: {_violation_text(run)}"))
+    if run.get("fork_errors") and not run.get("error"):
+        found.append(("crash", f"{label}: {run['fork_errors']} fork child(ren) failed or hung"))
+    return found
+
+
+def verdict_of(findings: Findings) -> str:
+    """``bug`` > ``error`` > ``no-evidence`` > ``ok``. An error hides lost counts and
+    broken invariants (the run stopped part-way), not a crash or a failed fork child."""
+    kinds = {kind for kind, _ in findings}
+    if "crash" in kinds:
+        return "bug"
+    for kind in ("error", "bug", "no-evidence"):
+        if kind in kinds:
+            return kind
+    return "ok"
 
 
 def _registration(spec: dict[str, Any], raw: dict[str, Any]) -> str:
@@ -163,30 +255,36 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
     """Return the :class:`StressResult` for the raw output of one child."""
     runs = raw.get("runs", {})
     main = runs.get("rseq") or runs.get("fallback")
-    reasons: list[str] = []
+    found: Findings = []
     crash = raw.get("crash")
     if main is not None and main["ops"] == 0 and not main.get("error") and not crash:
-        reasons.append(f"{main['path']}: no op completed: the run proves nothing")
+        found.append(
+            (
+                "no-evidence",
+                f"no evidence ({main['path']}): no op completed: raise the duration "
+                "or ops_per_thread",
+            )
+        )
     if crash:
-        reasons.append(f"the stressed process died with {crash}")
+        found.append(("crash", f"the stressed process died with {crash}"))
     if raw.get("error"):
-        reasons.append(str(raw["error"]))
-    reasons += [f"cleanup: {p}" for p in raw.get("cleanup_errors", [])]
+        found.append(("error", str(raw["error"])))
+    found += [("error", f"cleanup: {p}") for p in raw.get("cleanup_errors", [])]
     if main is None:
         main = _empty_run(spec["path"])
-        if not reasons:
-            reasons.append("the child produced no result")
+        if not found:
+            found.append(("error", "the child produced no result"))
     else:
-        reasons += _run_reasons(main["path"], main)
+        found += _run_findings(main["path"], main)
         if not main.get("error") and not crash:
-            reasons += coverage_reasons(spec["chaos"], spec["threads"], main)
+            found += [("no-evidence", r) for r in evidence_reasons(spec, main, main["path"])]
 
     path = main["path"]
     requested = spec["registration"]
     if requested.startswith("blocked-") and main["path"] == "rseq":
-        reasons.append(f"registration={requested}: the seccomp filter did not block rseq")
+        found.append(("error", f"registration={requested}: the seccomp filter did not block rseq"))
     if requested in ("glibc", "own") and runs.get("rseq") and main["path"] != "rseq":
-        reasons.append(f"registration={requested}: the workers ran on the fallback path")
+        found.append(("error", f"registration={requested}: the workers ran on the fallback path"))
     details: dict[str, Any] = {
         "abi": raw.get("abi"),
         "owner": main.get("owner"),
@@ -198,6 +296,10 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         "cpuset_errors": main.get("cpuset_errors", 0),
         "hotplug_events": main.get("hotplug_events", 0),
         "first_violation": main.get("first_violation", [0, 0, 0, 0]),
+        "distinct_cpus": main.get("distinct_cpus", 0),
+        "evidence_moves": main.get("evidence_moves", 0),
+        "evidence_missing": missing_evidence(int(main.get("evidence_missing", 0))),
+        "evidence_cap": spec.get("evidence_cap", 1.0),
     }
     if spec.get("cpuset"):
         details["cpuset"] = spec["cpuset"]
@@ -212,22 +314,38 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         # "both" only when the first half really ran on rseq (blocked modes say fallback).
         path = "both" if main["path"] == "rseq" else "fallback"
         if fallback is None:
-            reasons.append("both: the fallback run did not happen")
+            found.append(("error", "both: the fallback run did not happen"))
         else:
-            reasons += _run_reasons("fallback", fallback)
+            found += _run_findings("fallback", fallback)
+            if not fallback.get("error"):
+                found += [("no-evidence", r) for r in evidence_reasons(spec, fallback, "fallback")]
             details["fallback"] = {
-                k: fallback[k] for k in ("ops", "expected", "observed", "duration_s", "per_cpu")
+                k: fallback.get(k)
+                for k in (
+                    "ops",
+                    "expected",
+                    "observed",
+                    "duration_s",
+                    "per_cpu",
+                    "distinct_cpus",
+                    "evidence_missing",
+                )
             }
             if fallback["observed"] != main["observed"]:
-                reasons.append(
-                    f"both: rseq path total {main['observed']} != fallback path "
-                    f"total {fallback['observed']} for the same op budget"
+                found.append(
+                    (
+                        "bug",
+                        f"both: rseq path total {main['observed']} != fallback path "
+                        f"total {fallback['observed']} for the same op budget",
+                    )
                 )
     if raw.get("stderr"):
         details["stderr"] = raw["stderr"]
 
+    verdict = verdict_of(found)
     return StressResult(
-        ok=not reasons,
+        ok=verdict == "ok",
+        verdict=verdict,
         workload=spec["workload"]["name"],
         path=path,
         registration=_registration(spec, raw),
@@ -237,6 +355,7 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         per_cpu=list(main["per_cpu"]),
         ops=main["ops"],
         aborts=main["aborts"],
+        aborts_by_cause=aborts_by_cause(main),
         migrations=main["migrations"],
         signals_delivered=main["signals_delivered"],
         affinity_changes=main["affinity_changes"],
@@ -248,8 +367,9 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         crash=crash,
         seed=spec["seed"],
         duration_s=float(main["duration_s"]),
+        extended_s=float(main.get("extended_s", 0.0)),
         error=main.get("error") or raw.get("error"),
-        reasons=reasons,
+        reasons=[reason for _, reason in found],
         repro=repro_line(spec),
         details=details,
     )

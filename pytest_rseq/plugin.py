@@ -42,7 +42,7 @@ SIGTERM_BEFORE = pytest.StashKey[object]()
 MARKER_HELP = (
     "rseq(**kwargs): defaults for the rseq_stress fixture; the keywords are those "
     "of pytest_rseq.run (workload, threads, ops_per_thread, duration, chaos, path, "
-    "registration, isolate, seed)"
+    "registration, isolate, seed, evidence_cap)"
 )
 
 
@@ -68,6 +68,7 @@ def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None
             path=kwargs.get("path", "rseq"),
             registration=kwargs.get("registration", "auto"),
             seed=kwargs.get("seed", 0),
+            evidence_cap=kwargs.get("evidence_cap"),
         )
     except ValueError as exc:
         return str(exc)

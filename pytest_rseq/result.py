@@ -7,6 +7,9 @@ from typing import Any
 
 from .errors import ConsistencyError, hide_for_caller_errors
 
+VERDICTS = ("ok", "bug", "no-evidence", "error")
+HEADLINES = {"ok": "OK", "bug": "BUG", "no-evidence": "NO EVIDENCE", "error": "ERROR"}
+
 
 @dataclass
 class StressResult:
@@ -14,9 +17,22 @@ class StressResult:
 
     ``expected`` is the fallback-path total (the ops the workers completed,
     counted thread-locally, or the workload's ``expected(ops)``); ``observed``
-    is the workload's ``total()`` over its per-CPU shards. ``ok`` is true only
-    when they are equal, nothing crashed, no invariant broke and every
-    requested perturbation showed an effect; ``reasons`` says why not.
+    is the workload's ``total()`` over its per-CPU shards.
+
+    ``verdict`` is one of:
+
+    * ``"ok"``: they are equal, nothing crashed, no invariant broke, and the
+      run showed its evidence (sections aborted, by each requested cause,
+      workers migrated, ...: see the guide's "Verdicts");
+    * ``"bug"``: lost or invented counts, a crash of the stressed code, a
+      broken invariant, a failed fork child;
+    * ``"no-evidence"``: nothing wrong was seen, but the evidence was missing
+      (``reasons`` says what, and what to change); not a bug, and not a pass;
+    * ``"error"``: the run stopped on an error that shows no bug.
+
+    ``ok`` is ``verdict == "ok"``. ``aborts_by_cause`` splits ``aborts`` into
+    ``signal``, ``membarrier`` (upper bounds) and ``preemption`` (the rest);
+    ``extended_s`` is how long the run went on past its duration for evidence.
     """
 
     ok: bool
@@ -41,9 +57,29 @@ class StressResult:
     seed: int
     duration_s: float
     error: str | None = None
+    verdict: str = ""
+    aborts_by_cause: dict[str, int] = field(default_factory=dict)
+    extended_s: float = 0.0
     reasons: list[str] = field(default_factory=list)
     repro: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.verdict:  # built by hand (tests, old callers): infer it
+            self.verdict = self._inferred_verdict()
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+        if self.ok != (self.verdict == "ok"):
+            raise ValueError(f"ok={self.ok!r} contradicts verdict={self.verdict!r}")
+        if not self.aborts_by_cause:
+            self.aborts_by_cause = {"signal": 0, "membarrier": 0, "preemption": self.aborts}
+
+    def _inferred_verdict(self) -> str:
+        if self.ok:
+            return "ok"
+        if self.crash or (not self.error and (self.lost or self.invariant_violations)):
+            return "bug"
+        return "error" if self.error else "no-evidence"
 
     @property
     def ops_per_s(self) -> float:
@@ -52,11 +88,9 @@ class StressResult:
 
     @property
     def showed_a_bug(self) -> bool:
-        """True when the run itself exposed a bug: lost or invented counts, a crash,
-        or a broken invariant. A run that stopped on an error shows nothing."""
-        if self.error and not self.crash:
-            return False
-        return bool(self.crash or self.lost != 0 or self.invariant_violations)
+        """True when the run itself exposed a bug (``verdict == "bug"``): lost or
+        invented counts, a crash, a broken invariant, a failed fork child."""
+        return self.verdict == "bug"
 
     @property
     def lost(self) -> int:
@@ -71,9 +105,9 @@ class StressResult:
 
     def describe(self) -> str:
         """Return the full diagnostics as text: verdict, numbers, seed and repro."""
-        verdict = "OK" if self.ok else "FAILED"
+        causes = ", ".join(f"{k} {v}" for k, v in self.aborts_by_cause.items())
         lines = [
-            f"rseq stress {verdict}: workload={self.workload} path={self.path} "
+            f"rseq stress {HEADLINES[self.verdict]}: workload={self.workload} path={self.path} "
             f"registration={self.registration} threads={self.threads} seed={self.seed}",
             f"  expected (fallback-path tally) = {self.expected}",
             f"  observed (sum of per-CPU shards) = {self.observed}"
@@ -84,7 +118,10 @@ class StressResult:
             f"affinity={self.affinity_changes} cpuset={self.cpuset_shifts} "
             f"threads_started={self.threads_started} forks={self.forks} "
             f"membarriers={self.membarriers} invariant_violations={self.invariant_violations}",
+            f"  aborts by cause: {causes} (signal and membarrier: upper bounds)",
         ]
+        if self.extended_s > 0:
+            lines.append(f"  extended {self.extended_s:.2f} s past the duration for evidence")
         if self.crash:
             lines.append(f"  crash: the stressed process died with {self.crash}")
         if self.error:
@@ -95,7 +132,8 @@ class StressResult:
         return "\n".join(lines)
 
     def assert_consistent(self) -> None:
-        """Raise :class:`ConsistencyError` with full diagnostics unless ``ok``."""
+        """Raise :class:`ConsistencyError` with full diagnostics unless ``ok``
+        (a ``no-evidence`` run fails too: nothing was proven)."""
         __tracebackhide__ = hide_for_caller_errors
         if not self.ok:
             raise ConsistencyError(self.describe())

@@ -29,6 +29,9 @@ MAX_THREADS = 1024
 MAX_OPS_PER_THREAD = 10**12
 MAX_DURATION_S = 3600.0
 JOIN_TIMEOUT_S = 5.0
+DEFAULT_EVIDENCE_CAP = 10.0
+"""A run may go on up to this many times its duration while evidence is missing."""
+MAX_EVIDENCE_CAP = 1000.0
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -47,6 +50,19 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
+def check_evidence_cap(value: Any) -> float:
+    """Return ``value`` as an evidence cap (a multiple of the duration, 1 = never extend).
+
+    Raises:
+        ValueError: not a finite number between 1 and ``MAX_EVIDENCE_CAP``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"evidence_cap must be a number (a multiple of duration), got {value!r}")
+    if not math.isfinite(value) or not 1 <= value <= MAX_EVIDENCE_CAP:
+        raise ValueError(f"evidence_cap must be between 1 and {MAX_EVIDENCE_CAP:g}, got {value!r}")
+    return float(value)
+
+
 def allowed_cpus() -> int:
     """Number of CPUs this process may run on."""
     return len(os.sched_getaffinity(0))
@@ -62,6 +78,7 @@ def build_spec(
     path: str,
     registration: str,
     seed: int | None,
+    evidence_cap: float | None = None,
 ) -> dict[str, Any]:
     """Validate the arguments of :func:`run` and return the child's JSON spec.
 
@@ -72,7 +89,7 @@ def build_spec(
     __tracebackhide__ = hide_for_caller_errors
     wl = as_workload(workload)
     if chaos is None:
-        chaos = Chaos()
+        chaos = Chaos.default()
     elif not isinstance(chaos, Chaos):
         raise ValueError(f"chaos must be a Chaos, got {chaos!r}")
     if threads is None:
@@ -84,6 +101,7 @@ def build_spec(
         raise ValueError(f"duration must be a number of seconds, got {duration!r}")
     if not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_S:
         raise ValueError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration!r}")
+    cap = check_evidence_cap(DEFAULT_EVIDENCE_CAP if evidence_cap is None else evidence_cap)
     _check_choice("path", path, PATHS)
     _check_choice("registration", registration, REGISTRATIONS)
     if seed is None:
@@ -98,6 +116,7 @@ def build_spec(
         "path": path,
         "registration": registration,
         "seed": seed,
+        "evidence_cap": cap,
         "join_timeout": JOIN_TIMEOUT_S,
     }
 
@@ -207,6 +226,7 @@ def run(
     registration: str = "auto",
     isolate: bool = True,
     seed: int | None = None,
+    evidence_cap: float | None = None,
 ) -> StressResult:
     """Run ``workload`` in native threads under ``chaos`` and check it against the oracle.
 
@@ -216,7 +236,8 @@ def run(
         threads: worker threads; default ``Chaos.oversubscribe`` x allowed CPUs.
         ops_per_thread: op budget per thread; default: run until ``duration``.
         duration: deadline of the run in seconds.
-        chaos: the perturbations; default none.
+        chaos: the perturbations; default ``Chaos.default()``; ``Chaos.none()``
+            for none (the run still needs its evidence, see ``evidence_cap``).
         path: ``"rseq"``, ``"fallback"`` or ``"both"`` (same seed and op budget
             on both paths, compared).
         registration: ``"auto"``, ``"glibc"``, ``"own"``, ``"blocked-enosys"``
@@ -224,6 +245,10 @@ def run(
         isolate: run in a child process (default); in-process runs accept
             only ``"auto"`` and ``"glibc"`` registration.
         seed: seeds the chaos schedule; random when None, reported either way.
+        evidence_cap: while the evidence a verdict needs (aborts, each requested
+            cause, migrations, ...) is missing at ``duration``, the run goes on, up
+            to ``evidence_cap`` x ``duration`` in all (default 10; 1 never extends).
+            A run that ends without it has the verdict ``"no-evidence"``.
 
     Returns:
         A :class:`StressResult`; call ``assert_consistent()`` on it.
@@ -245,6 +270,7 @@ def run(
         path=path,
         registration=registration,
         seed=seed,
+        evidence_cap=evidence_cap,
     )
     if not isolate and registration not in ("auto", "glibc"):
         raise ValueError(

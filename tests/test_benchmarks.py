@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("fastpath", "injectors", "detection", "gate")
+SECTIONS = ("fastpath", "injectors", "detection", "gate", "soak")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def quick_json(tmp_path_factory: pytest.TempPathFactory) -> dict:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "## 1. ns per increment" in proc.stdout
@@ -96,6 +96,19 @@ def test_must_show_is_judged_from_the_run(quick_json: dict) -> None:
     assert set(ms["injector_rates"]) == {"signals_hz", "affinity_hz", "cpuset_hz", "churn_hz"}
 
 
+def test_soak_counts_every_run_and_prints_one_line_per_half(quick_json: dict) -> None:
+    soak = quick_json["sections"]["soak"]
+    assert isinstance(soak["seed"], int)
+    for half in ("correct", "canaries"):
+        part = soak[half]
+        assert sum(part["counts"].values()) == part["runs"] == len(part["results"]) > 0
+        for result in part["results"]:
+            assert result["verdict"] in ("ok", "bug", "no-evidence", "error")
+            assert result["verdict"] == "ok" or result["reasons"], result
+    claims = quick_json["must_show"]["soak_no_false_alarm_no_canary_ok"]
+    assert claims["runs"] == soak["correct"]["runs"]
+
+
 def test_gate_section_says_why_when_absent(quick_json: dict) -> None:
     gate = quick_json["sections"]["gate"]
     if gate["available"]:
@@ -110,6 +123,7 @@ def test_gate_section_says_why_when_absent(quick_json: dict) -> None:
         (["--only", "bogus"], "bogus"),
         (["--repeats", "0"], "'0'"),
         (["--trials", "x"], "'x'"),
+        (["--runs", "0"], "'0'"),
     ],
 )
 def test_bad_arguments_name_the_value(args: list[str], needle: str) -> None:
@@ -164,6 +178,7 @@ def test_harness_batch_fast_path_counts_exact_budgets(workload: str) -> None:
     res = pytest_rseq.run(
         workload, threads=3, ops_per_thread=64 * 1000 + 37, duration=30, isolate=False
     )
-    res.assert_consistent()
+    # The budget ends the run (in milliseconds), evidence or not: the counts must be exact.
+    assert res.verdict in ("ok", "no-evidence"), res.describe()
     assert res.ops == 3 * (64 * 1000 + 37)
     assert res.details["slot_ops"] == [64 * 1000 + 37] * 3

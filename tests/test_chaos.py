@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 from pytest_rseq import Chaos, run
 from pytest_rseq.capabilities import cgroup_info
-from pytest_rseq.oracle import coverage_reasons
 
 TWO_CPUS = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs 2 allowed CPUs (migration between them)"
@@ -104,73 +100,6 @@ def test_same_seed_same_schedule_inputs() -> None:
     a = run("counter", threads=2, duration=0.2, chaos=Chaos(signals_hz=1000), seed=7)
     assert a.seed == 7
     assert "seed=7" in a.repro
-
-
-# ---- the coverage guard -------------------------------------------------------
-
-
-def test_affinity_without_migration_is_not_evidence() -> None:
-    """With one allowed CPU, affinity changes succeed but move nobody: not evidence."""
-    code = textwrap.dedent(
-        """
-        import json, os
-        from pytest_rseq import Chaos, run
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        r = run("counter", threads=2, duration=0.3, chaos=Chaos(affinity_hz=500))
-        print(json.dumps([r.ok, r.affinity_changes, r.migrations, r.reasons]))
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    ok, changes, migrations, reasons = __import__("json").loads(out.stdout.splitlines()[-1])
-    assert changes > 0 and migrations == 0
-    assert not ok
-    assert any("not evidence" in r and "migrated" in r for r in reasons)
-
-
-def _run(**counters: int) -> dict[str, object]:
-    base: dict[str, object] = {"path": "rseq", "aborts": 0, "migrations": 0, "threads_started": 2}
-    base.update(counters)
-    return base
-
-
-@pytest.mark.parametrize(
-    ("rate", "counter"),
-    [
-        ("signals_hz", "signals_delivered"),
-        ("affinity_hz", "affinity_changes"),
-        ("cpuset_hz", "cpuset_shifts"),
-        ("fork_hz", "forks"),
-        ("membarrier_hz", "membarriers"),
-        ("hotplug_hz", "hotplug_events"),
-    ],
-)
-def test_guard_flags_each_injector_without_effect(rate: str, counter: str) -> None:
-    chaos = {rate: 100.0}
-    reasons = coverage_reasons(chaos, 2, _run(aborts=5, migrations=5))
-    assert any(rate in r and "not evidence" in r for r in reasons), reasons
-    assert not any(
-        rate in r for r in coverage_reasons(chaos, 2, _run(aborts=5, migrations=5, **{counter: 1}))
-    )
-
-
-def test_guard_flags_churn_without_replacement() -> None:
-    assert coverage_reasons({"churn_hz": 10.0}, 2, _run(threads_started=2))
-    assert not coverage_reasons({"churn_hz": 10.0}, 2, _run(threads_started=3))
-
-
-def test_guard_wants_aborts_from_signals_with_cs_delay_and_membarrier() -> None:
-    storm = {"signals_hz": 100.0, "cs_delay": 50}
-    assert any("aborted no" in r for r in coverage_reasons(storm, 2, _run(signals_delivered=9)))
-    assert not coverage_reasons(storm, 2, _run(signals_delivered=9, aborts=1))
-    fence = {"membarrier_hz": 100.0}
-    assert any("aborted no" in r for r in coverage_reasons(fence, 2, _run(membarriers=9)))
-    # On the fallback path there are no sections to abort.
-    assert not coverage_reasons(fence, 2, _run(membarriers=9, path="fallback"))
-
-
-def test_guard_flags_failed_fork_children() -> None:
-    reasons = coverage_reasons({"fork_hz": 10.0}, 2, _run(forks=3, fork_errors=1))
-    assert any("fork child" in r for r in reasons)
 
 
 def test_a_signal_storm_beyond_what_workers_can_take_still_stops() -> None:

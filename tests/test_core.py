@@ -63,7 +63,10 @@ def test_in_process_run_is_consistent() -> None:
 
 def test_op_budget_stops_each_thread_exactly() -> None:
     result = run("counter", threads=3, ops_per_thread=10_000, duration=30)
-    assert result.ok
+    # 10,000 ops take microseconds: the budget ends the run, with or without evidence.
+    assert result.verdict in ("ok", "no-evidence"), result.describe()
+    if result.verdict == "no-evidence":
+        assert any("ops_per_thread" in r for r in result.reasons), result.reasons
     assert result.ops == result.observed == 30_000
     assert result.details["slot_ops"] == [10_000] * 3
 

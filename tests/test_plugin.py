@@ -236,7 +236,7 @@ def test_failure_prints_seed_and_a_command_that_repeats_it(pytester: pytest.Pyte
     result = run(pytester, "-n", "2")
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
-    assert "ConsistencyError: rseq stress FAILED: workload=canary_racy" in out
+    assert "ConsistencyError: rseq stress BUG: workload=canary_racy" in out
     match = re.search(r"repeat this test alone:\n\s+(python -m pytest .*)", out)
     assert match, out
     session_seed = header_seed(result)

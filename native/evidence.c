@@ -1,0 +1,164 @@
+/* evidence.c - what a run must show before its verdict may be "ok", and the
+ * attribution of aborts to their causes.
+ *
+ * Attribution is an upper bound at op (library workloads) or fast-batch
+ * (built-in counters) granularity: the aborts that appeared during one op or
+ * batch go to "signal" up to the number of storm signals the thread handled
+ * meanwhile, then to "membarrier" up to the number of fences in flight or
+ * issued meanwhile, and the rest to preemption (res->aborts minus both).
+ * A signal or a fence aborts at most one section of a thread, so neither
+ * count can exceed what its cause could have done. */
+#define _GNU_SOURCE
+#include <sched.h>
+
+#include "evidence.h"
+#include "chaos.h"
+
+/* Past the deadline, one worker is asked to move at most this often. */
+#define MOVE_EVERY_NS 10000000ull
+
+static uint64_t load(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static void add(uint64_t *p, uint64_t n)
+{
+    /* Only the slot's own thread writes these; the supervisor reads them. */
+    __atomic_store_n(p, load(p) + n, __ATOMIC_RELAXED);
+}
+
+void prseq_attribute_aborts_slow(struct prseq_slot *s, const struct prseq_abort_mark *m)
+{
+    uint64_t aborts, signals, gen, fences, by_signal, by_fence;
+
+    if (s->t.aborts < m->aborts) /* a workload that rewinds its counter */
+        return;
+    aborts = s->t.aborts - m->aborts;
+    signals = load(&s->signals_handled) - m->signals;
+    gen = __atomic_load_n(&s->run->fence_gen, __ATOMIC_ACQUIRE);
+    /* Fences that overlapped the op: the odd values in [m->fences, gen]. */
+    fences = (gen + 1) / 2 - m->fences / 2;
+    by_signal = aborts < signals ? aborts : signals;
+    by_fence = aborts - by_signal < fences ? aborts - by_signal : fences;
+    if (by_signal)
+        add(&s->aborts_signal, by_signal);
+    if (by_fence)
+        add(&s->aborts_membarrier, by_fence);
+}
+
+void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, int migrated)
+{
+    if (migrated)
+        add(&s->live_migrations, 1);
+    if (run->cpus_seen && cpu < run->nr_cpus) {
+        uint64_t bit = 1ull << (cpu % 64);
+        if (!(__atomic_fetch_or(&run->cpus_seen[cpu / 64], bit, __ATOMIC_RELAXED) & bit))
+            __atomic_fetch_add(&run->distinct_cpus, 1, __ATOMIC_RELAXED);
+    }
+}
+
+void prseq_request_migration(struct prseq_run *run, uint64_t now)
+{
+    struct prseq_slot *s;
+
+    /* The first round asks every slot at once (a replayed fallback half
+     * may last a few milliseconds); then one slot every MOVE_EVERY_NS. */
+    if (run->move_requests >= run->nr_slots && now - run->last_request_ns < MOVE_EVERY_NS)
+        return;
+    run->last_request_ns = now;
+    s = &run->slots[run->move_requests++ % run->nr_slots];
+    if (s->joinable && !__atomic_load_n(&s->exited, __ATOMIC_ACQUIRE))
+        __atomic_store_n(&s->move_request, 1, __ATOMIC_RELEASE);
+}
+
+/* The thread moves itself (a TID of our own, never another process's): to
+ * the next CPU of its mask after `cpu`, then gets its mask back. The kernel
+ * moves the thread before sched_setaffinity returns; the worker sees the new
+ * CPU at its next batch, which counts as the migration. */
+void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
+{
+    cpu_set_t mine, one;
+
+    __atomic_store_n(&s->move_request, 0, __ATOMIC_RELAXED);
+    if (sched_getaffinity(0, sizeof(mine), &mine) != 0 || CPU_COUNT(&mine) < 2)
+        return;
+    for (uint32_t k = 1; k < CPU_SETSIZE; k++) {
+        uint32_t target = (cpu + k) % CPU_SETSIZE;
+        if (!CPU_ISSET(target, &mine))
+            continue;
+        CPU_ZERO(&one);
+        CPU_SET(target, &one);
+        prseq_mask_change_begin(run);
+        if (sched_setaffinity(0, sizeof(one), &one) == 0) {
+            sched_setaffinity(0, sizeof(mine), &mine);
+            __atomic_fetch_add(&run->moves, 1, __ATOMIC_RELAXED);
+        }
+        prseq_mask_change_end(run);
+        return;
+    }
+}
+
+void prseq_evidence_sample(struct prseq_run *run)
+{
+    const struct chaos *c = run->chaos;
+    cpu_set_t now;
+
+    /* From the injector's first write on: before it the cpuset is the whole mask. */
+    if (run->cfg->cpuset_hz > 0 && c && __atomic_load_n(&c->cpuset_shifts, __ATOMIC_RELAXED) &&
+        sched_getaffinity(0, sizeof(now), &now) == 0 &&
+        (uint32_t)CPU_COUNT(&now) > run->cpuset_cpus_max)
+        run->cpuset_cpus_max = (uint32_t)CPU_COUNT(&now);
+}
+
+/* More than one CPU was allowed: the process's mask at the start, or under
+ * cpuset chaos the largest cpuset sampled during the run (a cpuset that
+ * stayed on one CPU leaves nothing to migrate to). */
+static int several_cpus(const struct prseq_run *run)
+{
+    if (run->cfg->cpuset_hz > 0 && run->cpuset_cpus_max)
+        return run->cpuset_cpus_max > 1;
+    return run->nr_cpus_allowed > 1;
+}
+
+uint32_t prseq_evidence_missing(struct prseq_run *run)
+{
+    const struct prseq_config *cfg = run->cfg;
+    const struct chaos *c = run->chaos;
+    int rseq = run->res->path == PRSEQ_PATH_RSEQ;
+    /* On one allowed CPU nothing can migrate and nothing runs in parallel. */
+    int several = several_cpus(run);
+    uint64_t aborts = 0, by_signal = 0, by_fence = 0, migrations = 0, signals = 0;
+    uint32_t missing = 0;
+
+    for (uint32_t i = 0; i < run->nr_slots; i++) {
+        struct prseq_slot *s = &run->slots[i];
+        aborts += __atomic_load_n(&s->t.aborts, __ATOMIC_RELAXED);
+        by_signal += load(&s->aborts_signal);
+        by_fence += load(&s->aborts_membarrier);
+        migrations += load(&s->live_migrations);
+        signals += load(&s->signals_handled);
+    }
+    if (rseq && aborts == 0)
+        missing |= PRSEQ_EVIDENCE_ABORTS;
+    if ((cfg->signals_hz > 0 || cfg->timer_hz > 0) && (rseq ? by_signal : signals) == 0)
+        missing |= PRSEQ_EVIDENCE_SIGNAL;
+    if (cfg->membarrier_hz > 0 &&
+        (rseq ? by_fence : (c ? __atomic_load_n(&c->membarriers, __ATOMIC_RELAXED) : 0)) == 0)
+        missing |= PRSEQ_EVIDENCE_MEMBARRIER;
+    if (several && migrations == 0 && (rseq || cfg->affinity_hz > 0 || cfg->cpuset_hz > 0))
+        missing |= PRSEQ_EVIDENCE_MIGRATION;
+    if (cfg->churn_hz > 0 && run->threads_started <= run->nr_slots)
+        missing |= PRSEQ_EVIDENCE_CHURN;
+    if (cfg->fork_hz > 0 && (!c || __atomic_load_n(&c->forks, __ATOMIC_RELAXED) == 0))
+        missing |= PRSEQ_EVIDENCE_FORK;
+    if (cfg->hotplug_hz > 0 && (!c || __atomic_load_n(&c->hotplug_events, __ATOMIC_RELAXED) == 0))
+        missing |= PRSEQ_EVIDENCE_HOTPLUG;
+    if (!rseq && several && __atomic_load_n(&run->distinct_cpus, __ATOMIC_RELAXED) < 2)
+        missing |= PRSEQ_EVIDENCE_CONCURRENCY;
+    /* Per-slot budgets replay the rseq half of path="both" on the fallback
+     * path: the causes were judged there; this half needs concurrency only. */
+    if (cfg->slot_budgets)
+        missing &= PRSEQ_EVIDENCE_CONCURRENCY;
+    return missing;
+}
