@@ -44,6 +44,10 @@ HELP_REGISTRATION = f"default registration of a stress run ({', '.join(REGISTRAT
 HELP_JSON = "write every stress run's metrics and each host's fingerprint to PATH as JSON"
 HELP_ALLOW_HOTPLUG = "permit Chaos.hotplug_hz > 0 (takes CPUs offline; root only)"
 HELP_LINT = "lint every workload library's rseq sections (pytest_rseq.lint) before running it"
+HELP_MUTATE = (
+    "also run each library workload's stress call on mutants of its library "
+    "(pytest_rseq.mutants); the test fails unless every mutant is killed"
+)
 HELP_SMOKE = f"run every stress as one short smoke iteration (at most {SMOKE_DURATION_S:g} s)"
 
 
@@ -79,6 +83,7 @@ OPTIONS = (
     Option("allow_hotplug", HELP_ALLOW_HOTPLUG, kind="bool"),
     Option("smoke", HELP_SMOKE, kind="bool"),
     Option("lint", HELP_LINT, kind="bool"),
+    Option("mutate", HELP_MUTATE, kind="bool"),
 )
 
 
@@ -98,6 +103,7 @@ class Settings:
     allow_hotplug: bool = False
     smoke: bool = False
     lint: bool = False
+    mutate: bool = False
 
     def run_defaults(self) -> dict[str, Any]:
         """The ``run()`` keyword defaults these settings give (unset ones left out)."""
@@ -268,4 +274,6 @@ def as_flags(settings: Settings, seed: int) -> list[str]:
         flags.append("--rseq-smoke")
     if settings.lint:
         flags.append("--rseq-lint")
+    if settings.mutate:
+        flags.append("--rseq-mutate")
     return flags
