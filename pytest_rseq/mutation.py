@@ -29,23 +29,28 @@ def outcome(result: StressResult) -> str:
 
 def hint(kind: str, result: StressResult, chaos: Any) -> str:
     """What might kill a survivor of class ``kind``, from what its run did and did not show."""
-    causes = result.aborts_by_cause or {}
     tips: list[str] = []
     oversubscribe = float(getattr(chaos, "oversubscribe", 1.0) or 1.0)
+    affinity_hz = float(getattr(chaos, "affinity_hz", 0) or 0)
     if kind == "bad-signature" and result.aborts == 0:
-        tips.append("no section aborted: add signals (signals_hz) or preemption")
-    if kind in ("unprotected", "commit-outside"):
-        if result.threads <= 1:
-            tips.append("more than one thread (threads=1 here)")
-        if oversubscribe < 2 or causes.get("preemption", 0) == 0:
-            tips.append("threads that preempt each other on one CPU (oversubscribe=2)")
-    if kind == "late-start" or (kind == "unprotected" and result.threads > 1):
-        if result.migrations == 0:
-            tips.append("migrations: affinity chaos (affinity_hz) over more than one CPU")
-        elif float(getattr(chaos, "affinity_hz", 0) or 0) < 1000:
-            tips.append("more migrations (a higher affinity_hz)")
+        tips.append("an abort: signals (signals_hz) or preemption inside the section")
+    if kind != "bad-signature" and result.threads <= 1:
+        tips.append("a second thread (threads=1 here: nothing races the section)")
+    if kind in ("unprotected", "commit-outside") and oversubscribe < 2:
+        tips.append("threads that share a CPU and preempt each other (oversubscribe=2)")
+    if kind in ("late-start", "unprotected"):
+        if affinity_hz == 0:
+            tips.append("migrations between the CPU check and the section (affinity_hz)")
+        else:
+            tips.append(f"more migrations (affinity_hz above {affinity_hz:g})")
     tips.append(f"a longer duration (this run: {result.duration_s:.2f} s)")
     return "; ".join(tips)
+
+
+def _why(entry: dict[str, Any]) -> str:
+    """The first reason of an inconclusive run, shortened for a summary line."""
+    first = entry["reasons"][0] if entry.get("reasons") else str(entry.get("verdict"))
+    return first if len(first) <= 160 else first[:157] + "..."
 
 
 def run_mutants(workload: Workload, kwargs: dict[str, Any], runner: Runner) -> dict[str, Any]:
@@ -111,7 +116,7 @@ def failures(original: StressResult, record: dict[str, Any]) -> list[str]:
                 f"mutant {r['name']} survived ({r['change']}); might kill it: {r['hint']}"
             )
         elif r["outcome"] == "inconclusive":
-            why = "; ".join(r["reasons"]) or r["verdict"]
+            why = _why(r)
             problems.append(f"mutant {r['name']} inconclusive ({r['verdict']}: {why})")
     return problems
 
@@ -125,7 +130,8 @@ def mutation_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             continue
         counts = {o: 0 for o in ("survived", "inconclusive")}
         for r in record.get("mutants", []):
-            counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+            if r["outcome"] in counts:
+                counts[r["outcome"]] += 1
         extra = "".join(f", {n} {o}" for o, n in counts.items() if n)
         if record.get("not_made"):
             extra += f", {len(record['not_made'])} not made"
@@ -134,7 +140,7 @@ def mutation_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             if r["outcome"] == "survived":
                 lines.append(f"    survived {r['name']}: might kill it: {r['hint']}")
             elif r["outcome"] == "inconclusive":
-                why = "; ".join(r["reasons"]) or r["verdict"]
+                why = _why(r)
                 lines.append(f"    inconclusive {r['name']}: {r['verdict']} ({why})")
         for r in record.get("not_made", []):
             lines.append(f"    not made {r['name']}: {r['reason']}")
