@@ -121,22 +121,41 @@ def _is_cond_branch(insn: Any) -> bool:
     return text not in ("jmp", "b", "br") and (text.startswith(("j", "b.", "cb", "tb")))
 
 
+def _loads_and_tests(insns: list[Any], i: int) -> bool:
+    """``insns[i]`` reads 32 bits of memory, and a conditional branch follows within two
+    instructions: the shape of a CPU check whose field address sits in a register
+    (aarch64's ``ldr w17, [x8]; cmp w17, w2; b.ne``)."""
+    import capstone
+
+    insn = insns[i]
+    reads = any(op.type == capstone.CS_OP_MEM for op in insn.operands)
+    narrow = insn.op_str.startswith("w") or insn.mnemonic == "cmp"
+    return (
+        reads
+        and narrow
+        and insn.mnemonic in ("ldr", "ldur", "ldar", "cmp")
+        and any(_is_cond_branch(x) for x in insns[i + 1 : i + 3])
+    )
+
+
 def _late_start(insns: list[Any]) -> tuple[int, str] | str:
     """(new start_ip, what moved) or why not."""
-    for i, insn in enumerate(insns):
-        if _reads_cpu(insn):
-            j = i + 1
-            # aarch64 loads then compares; x86 compares memory directly: skip to the branch.
-            while j < len(insns) and j <= i + 2 and not _is_cond_branch(insns[j - 1]):
-                if _is_cond_branch(insns[j]):
-                    j += 1
-                    break
-                j += 1
-            if j >= len(insns):
-                return "the cpu check is the whole section: moving start_ip past it empties it"
-            moved = "; ".join(f"{x.mnemonic} {x.op_str}" for x in insns[:j])
-            return insns[j].address, f"start_ip moved past: {moved}"
-    return "no instruction reading cpu_id/mm_cid (rseq offset 4 or 24) found in the section"
+    found = next((i for i, x in enumerate(insns) if _reads_cpu(x)), None)
+    if found is None:
+        found = next((i for i in range(len(insns)) if _loads_and_tests(insns, i)), None)
+    if found is None:
+        return (
+            "no instruction reading cpu_id/mm_cid (rseq offset 4 or 24, or a 32-bit load "
+            "tested by a branch) found in the section"
+        )
+    j = found + 1
+    # aarch64 loads then compares; x86 compares memory directly: skip to the branch.
+    while j < len(insns) and j <= found + 2 and not _is_cond_branch(insns[j - 1]):
+        j += 1
+    if j >= len(insns):
+        return "the cpu check is the whole section: moving start_ip past it empties it"
+    moved = "; ".join(f"{x.mnemonic} {x.op_str}" for x in insns[:j])
+    return insns[j].address, f"start_ip moved past: {moved}"
 
 
 class _Patcher:
@@ -239,14 +258,37 @@ def _targets(image: _Image, insn: Any, pages: dict[int, int]) -> Iterator[int]:
         ):
             yield insn.address + insn.size + int(op.mem.disp)
     if image.machine == "EM_AARCH64":
-        ops = insn.operands
-        if insn.mnemonic == "adrp" and len(ops) == 2:
-            pages[ops[0].reg] = int(ops[1].imm)
-        elif insn.mnemonic == "add" and len(ops) == 3 and ops[1].reg in pages:
-            if ops[2].type == capstone.CS_OP_IMM:
-                yield pages[ops[1].reg] + int(ops[2].imm)
-        elif insn.mnemonic == "adr" and len(ops) == 2:
-            yield int(ops[1].imm)
+        yield from _aarch64_targets(insn, pages)
+
+
+def _aarch64_targets(insn: Any, pages: dict[int, int]) -> Iterator[int]:
+    """adrp/adr/add chains: a register's address is yielded when it is replaced (and at
+    the function's end, ``flush``), not at each step, so ``adrp; add; add`` yields
+    only the final address."""
+    import capstone
+
+    ops = insn.operands
+    regs = [op.reg for op in ops if op.type == capstone.CS_OP_REG]
+    for op in ops:
+        if op.type == capstone.CS_OP_MEM and op.mem.base in pages:
+            yield pages[op.mem.base] + int(op.mem.disp)
+    if insn.mnemonic in ("adrp", "adr") and len(ops) == 2:
+        if ops[0].reg in pages:
+            yield pages.pop(ops[0].reg)
+        pages[ops[0].reg] = int(ops[1].imm)
+    elif (
+        insn.mnemonic == "add"
+        and len(ops) == 3
+        and ops[1].type == capstone.CS_OP_REG
+        and ops[1].reg in pages
+        and ops[2].type == capstone.CS_OP_IMM
+    ):
+        value = pages[ops[1].reg] + int(ops[2].imm)
+        if ops[0].reg != ops[1].reg and ops[0].reg in pages:
+            yield pages.pop(ops[0].reg)
+        pages[ops[0].reg] = value
+    elif regs and regs[0] in pages and insn.mnemonic not in ("str", "stp", "cmp", "cbz", "cbnz"):
+        yield pages.pop(regs[0])
 
 
 def _objects(image: _Image) -> list[tuple[int, int]]:
@@ -284,6 +326,8 @@ def reached_functions(image: _Image, cs: Any, symbol: str) -> set[int] | None:
         for insn in _instructions(image, cs, start, start + max(by_start.get(start, 0), 1)):
             for target in _targets(image, insn, pages):
                 todo.extend(_functions_behind(image, objects, target))
+        for target in pages.values():
+            todo.extend(_functions_behind(image, objects, target))
     return seen
 
 

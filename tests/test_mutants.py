@@ -169,3 +169,29 @@ def test_the_marker_keyword_is_checked(pytester: pytest.Pytester):
     out = pytester.runpytest_subprocess("-p", "no:xdist")
     out.assert_outcomes(errors=1)
     out.stdout.fnmatch_lines(["*mutate must be True or False, got 'yes'*"])
+
+
+def test_aarch64_mutants_of_the_example(tmp_path: Path):
+    """The cross-compiled example: every class for each of its three descriptors (the
+    aarch64 CPU check loads through a register, then compares and branches)."""
+    import shutil
+
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("no aarch64 cross compiler on this machine")
+    build_lib = _build_module()
+    old = build_lib.os.environ.get("CC")
+    build_lib.os.environ["CC"] = cc
+    try:
+        lib = build_lib.build(tmp_path / "a64")["libpercpu.so"]
+    finally:
+        if old is None:
+            del build_lib.os.environ["CC"]
+        else:
+            build_lib.os.environ["CC"] = old
+    for symbol, count in (("percpu_counter", 1), ("percpu_freelist", 2)):
+        made = mutants(lib, tmp_path / symbol, symbol=symbol)
+        assert [m.kind for m in made] == list(CLASSES) * count, [(m.name, m.reason) for m in made]
+        assert all(m.made for m in made), [(m.name, m.reason) for m in made]
+        checks = {m.kind: [f.check for f in lint(m.path)] for m in made if m.path}
+        assert checks["unprotected"] == ["empty"] and checks["bad-signature"] == ["signature"]
