@@ -18,6 +18,7 @@ from .runner import (
     DEFAULT_EVIDENCE_CAP,
     MAX_DURATION_S,
     MAX_THREADS,
+    MIN_EVIDENCE_WAIT_S,
     PATHS,
     REGISTRATIONS,
     check_evidence_cap,
@@ -37,7 +38,8 @@ HELP_CHAOS = (
 )
 HELP_EVIDENCE_CAP = (
     "while a run's evidence (aborts, each requested cause, migrations) is missing it goes on, "
-    f"up to this multiple of its duration (default {DEFAULT_EVIDENCE_CAP:g}; 1 = never extend)"
+    f"up to this multiple of its duration (default {DEFAULT_EVIDENCE_CAP:g} and at least "
+    f"{MIN_EVIDENCE_WAIT_S:g} s in all; 1 = never extend)"
 )
 HELP_PATH = f"default path of a stress run ({', '.join(PATHS)})"
 HELP_REGISTRATION = f"default registration of a stress run ({', '.join(REGISTRATIONS)})"

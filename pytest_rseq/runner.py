@@ -30,7 +30,10 @@ MAX_OPS_PER_THREAD = 10**12
 MAX_DURATION_S = 3600.0
 JOIN_TIMEOUT_S = 5.0
 DEFAULT_EVIDENCE_CAP = 10.0
-"""A run may go on up to this many times its duration while evidence is missing."""
+"""A run may go on up to this many times its duration while evidence is missing ..."""
+MIN_EVIDENCE_WAIT_S = 1.0
+"""... and, by default, at least this long in all (short runs: the scheduler's own
+migrations and rare causes need some time)."""
 MAX_EVIDENCE_CAP = 1000.0
 
 
@@ -101,7 +104,10 @@ def build_spec(
         raise ValueError(f"duration must be a number of seconds, got {duration!r}")
     if not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_S:
         raise ValueError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration!r}")
-    cap = check_evidence_cap(DEFAULT_EVIDENCE_CAP if evidence_cap is None else evidence_cap)
+    if evidence_cap is None:
+        longest = max(DEFAULT_EVIDENCE_CAP, MIN_EVIDENCE_WAIT_S / duration)
+        evidence_cap = min(MAX_EVIDENCE_CAP, longest)
+    cap = check_evidence_cap(evidence_cap)
     _check_choice("path", path, PATHS)
     _check_choice("registration", registration, REGISTRATIONS)
     if seed is None:
@@ -247,7 +253,8 @@ def run(
         seed: seeds the chaos schedule; random when None, reported either way.
         evidence_cap: while the evidence a verdict needs (aborts, each requested
             cause, migrations, ...) is missing at ``duration``, the run goes on, up
-            to ``evidence_cap`` x ``duration`` in all (default 10; 1 never extends).
+            to ``evidence_cap`` x ``duration`` in all (default 10, and at least 1 s in
+            all; 1 never extends).
             A run that ends without it has the verdict ``"no-evidence"``.
 
     Returns:

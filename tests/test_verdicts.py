@@ -236,3 +236,36 @@ def test_evidence_cap_option_parses_repeats_and_reaches_run() -> None:
     settings = options.Settings(evidence_cap=20.0)
     assert "--rseq-evidence-cap=20.0" in options.as_flags(settings, 1)
     assert settings.run_defaults() == {"evidence_cap": 20.0}
+
+
+def test_default_cap_is_ten_times_the_duration_and_at_least_one_second() -> None:
+    from pytest_rseq.runner import build_spec
+
+    def cap(duration: float, given: float | None = None) -> float:
+        spec = build_spec(
+            "counter",
+            threads=1,
+            ops_per_thread=None,
+            duration=duration,
+            chaos=None,
+            path="rseq",
+            registration="auto",
+            seed=1,
+            evidence_cap=given,
+        )
+        return float(spec["evidence_cap"])
+
+    assert cap(0.3) == 10.0 and cap(0.02) == pytest.approx(50.0) and cap(0.02, 4) == 4.0
+    assert (
+        build_spec(
+            "counter",
+            threads=1,
+            ops_per_thread=None,
+            duration=1,
+            chaos=None,
+            path="rseq",
+            registration="auto",
+            seed=1,
+        )["chaos"]
+        == Chaos.default().to_dict()
+    )
