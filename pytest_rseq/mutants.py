@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -375,7 +375,7 @@ def mutants(
         ValueError: ``path`` is missing, not a linked ELF file, or of an
             architecture without a disassembler here.
     """
-    name, fh, elf = _open(path)
+    _, fh, elf = _open(path)
     source = Path(path)
     with fh:
         image = _Image(elf)
@@ -396,20 +396,13 @@ def mutants(
             for kind, plan in _plans(image, cs, d):
                 base = Mutant(kind, d.label, d.address, function, source, None)
                 if isinstance(plan, str):
-                    made.append(_with(base, reason=plan))
+                    made.append(replace(base, reason=plan))
                     continue
                 patches: dict[int, bytes] = {}
                 why = next((w for a, v in plan.items() if (w := patcher.word(a, v, patches))), None)
                 if why:
-                    made.append(_with(base, reason=why))
+                    made.append(replace(base, reason=why))
                     continue
                 target = patcher.write(_file_name(source.stem, kind, d, function), patches)
-                made.append(_with(base, path=target, change=_describe(kind, d, plan)))
-        del name
+                made.append(replace(base, path=target, change=_describe(kind, d, plan)))
         return made
-
-
-def _with(m: Mutant, **changes: Any) -> Mutant:
-    from dataclasses import replace
-
-    return replace(m, **changes)
