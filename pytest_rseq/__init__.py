@@ -12,6 +12,7 @@ from .capabilities import capabilities
 from .chaos import Chaos
 from .errors import CapabilityMissing, ConsistencyError, RseqError, WorkloadError
 from .lint import LintError, LintFinding, lint
+from .mutants import Mutant, mutants
 from .result import StressResult
 from .runner import run
 from .workload import BUILTIN_WORKLOADS, Workload
@@ -23,6 +24,7 @@ __all__ = [
     "ConsistencyError",
     "LintError",
     "LintFinding",
+    "Mutant",
     "RseqError",
     "StressResult",
     "Workload",
@@ -31,6 +33,7 @@ __all__ = [
     "capabilities",
     "get_include",
     "lint",
+    "mutants",
     "run",
 ]
 

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from . import options, report, seeds
+from . import mutation, options, report, seeds
 from .errors import hide_for_caller_errors
 from .result import StressResult
-from .session import ROWS, STATE, is_worker
+from .session import MUTATION_FAILURES, ROWS, STATE, is_worker
+
+MARKER_ONLY_KEYWORDS = ("mutate",)
+"""Keywords of the marker (and of an ``rseq_stress`` call) that ``run()`` does not take."""
 
 
 def _hide_plugin_frame(excinfo: Any) -> bool:
@@ -74,6 +77,29 @@ def _run_with_progress(
         return run(workload, **kwargs)
 
 
+def _mutation(
+    config: pytest.Config, workload: Any, kwargs: dict[str, Any], original: StressResult
+) -> dict[str, Any]:
+    """The ``mutation`` record of a call: its mutants run with the original's settings."""
+    skipped = ""
+    if not original.ok:
+        skipped = f"the original run is {original.verdict!r}, not ok"
+    elif original.path == "fallback":
+        skipped = "the call ran the fallback path only: its rseq sections never ran"
+    if skipped:
+        return {
+            "score": "not run",
+            "killed": 0,
+            "made": 0,
+            "mutants": [],
+            "not_made": [],
+            "skipped": skipped,
+        }
+    return mutation.run_mutants(
+        workload, {**kwargs, "seed": original.seed}, lambda w, kw: _run_with_progress(config, w, kw)
+    )
+
+
 @pytest.fixture
 def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
     """A callable with ``pytest_rseq.run``'s signature, defaulted from options and the marker.
@@ -96,10 +122,15 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
 
     def stress(workload: Any = None, **kwargs: Any) -> StressResult:
         __tracebackhide__ = _hide_plugin_frame
-        unknown = sorted(set(kwargs) - set(run_keywords()))
+        unknown = sorted(set(kwargs) - set(run_keywords()) - set(MARKER_ONLY_KEYWORDS))
         if unknown:
             raise TypeError(f"rseq_stress() got unexpected keyword(s) {', '.join(unknown)}")
         merged = {**state.settings.run_defaults(), **marker, **kwargs}
+        mutate = merged.pop("mutate", None)
+        if mutate is None:
+            mutate = state.settings.mutate
+        elif not isinstance(mutate, bool):
+            raise TypeError(f"rseq_stress(): mutate must be True or False, got {mutate!r}")
         target = workload if workload is not None else merged.pop("workload", "counter")
         merged.pop("workload", None)
         index = len(rows)
@@ -121,11 +152,15 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
         except CapabilityMissing as exc:
             pytest.skip(f"rseq capability missing: {exc}")
         fp = report.host_fingerprint()
-        rows.append(
-            report.make_row(
-                result, test=item.nodeid, index=index, worker=state.worker, host=report.host_id(fp)
-            )
+        row = report.make_row(
+            result, test=item.nodeid, index=index, worker=state.worker, host=report.host_id(fp)
         )
+        if mutate and library:
+            row["mutation"] = _mutation(config, target, merged, result)
+            item.stash.setdefault(MUTATION_FAILURES, []).extend(
+                mutation.failures(result, row["mutation"])
+            )
+        rows.append(row)
         return result
 
     return stress

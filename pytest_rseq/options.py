@@ -50,6 +50,10 @@ HELP_PERF = (
     "cross-check each run's aborts against the kernel's rseq:rseq_ip_fixup count with "
     "perf stat (needs perf and a readable tracefs, i.e. root; same as PYTEST_RSEQ_PERF=1)"
 )
+HELP_MUTATE = (
+    "also run each library workload's stress call on mutants of its library "
+    "(pytest_rseq.mutants); the test fails unless every mutant is killed"
+)
 HELP_SMOKE = f"run every stress as one short smoke iteration (at most {SMOKE_DURATION_S:g} s)"
 
 
@@ -86,6 +90,7 @@ OPTIONS = (
     Option("smoke", HELP_SMOKE, kind="bool"),
     Option("lint", HELP_LINT, kind="bool"),
     Option("perf", HELP_PERF, kind="bool"),
+    Option("mutate", HELP_MUTATE, kind="bool"),
 )
 
 
@@ -106,6 +111,7 @@ class Settings:
     smoke: bool = False
     lint: bool = False
     perf: bool = False
+    mutate: bool = False
 
     def run_defaults(self) -> dict[str, Any]:
         """The ``run()`` keyword defaults these settings give (unset ones left out)."""
@@ -276,4 +282,6 @@ def as_flags(settings: Settings, seed: int) -> list[str]:
         flags.append("--rseq-smoke")
     if settings.lint:
         flags.append("--rseq-lint")
+    if settings.mutate:
+        flags.append("--rseq-mutate")
     return flags

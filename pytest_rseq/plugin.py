@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from . import json_target, options, perf, report, seeds, sigterm
-from .fixtures import rseq_capabilities, rseq_stress, run_keywords
-from .session import MARKER_PROBLEM, ROWS, ROWS_SENT, STATE, Collector, State
+from .fixtures import MARKER_ONLY_KEYWORDS, rseq_capabilities, rseq_stress, run_keywords
+from .session import MARKER_PROBLEM, MUTATION_FAILURES, ROWS, ROWS_SENT, STATE, Collector, State
 
 __all__ = ["rseq_capabilities", "rseq_stress"]  # fixtures, found by pytest on this plugin
 
@@ -42,7 +42,8 @@ SIGTERM_BEFORE = pytest.StashKey[object]()
 MARKER_HELP = (
     "rseq(**kwargs): defaults for the rseq_stress fixture; the keywords are those "
     "of pytest_rseq.run (workload, threads, ops_per_thread, duration, chaos, path, "
-    "registration, isolate, seed, evidence_cap)"
+    "registration, isolate, seed, evidence_cap), plus mutate=True|False "
+    "(run the call on mutants of its library too, see --rseq-mutate)"
 )
 
 
@@ -50,14 +51,15 @@ def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None
     """Why an ``@pytest.mark.rseq(...)`` is invalid, or None when it is fine."""
     from .runner import build_spec
 
-    allowed = run_keywords()
+    allowed = [*run_keywords(), *MARKER_ONLY_KEYWORDS]
     if args:
         return f"takes keyword arguments only ({', '.join(allowed)}); got positional {args!r}"
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         return f"unknown keyword(s) {', '.join(unknown)}; run() takes {', '.join(allowed)}"
-    if not isinstance(kwargs.get("isolate", True), bool):
-        return f"isolate must be True or False, got {kwargs['isolate']!r}"
+    for flag in ("isolate", "mutate"):
+        if not isinstance(kwargs.get(flag, True), bool):
+            return f"{flag} must be True or False, got {kwargs[flag]!r}"
     try:
         build_spec(
             kwargs.get("workload", "counter"),
@@ -129,6 +131,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _args(mark: pytest.Mark) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
     return mark.args, mark.kwargs
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Fail a test whose mutation-tested calls left a mutant alive (or judged nothing)."""
+    result = yield
+    problems = item.stash.get(MUTATION_FAILURES, [])
+    if problems:
+        pytest.fail(
+            "rseq mutation: " + "\n  ".join(["the test lacks teeth:", *problems]), pytrace=False
+        )
+    return result
 
 
 @pytest.hookimpl(tryfirst=True)

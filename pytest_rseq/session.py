@@ -38,6 +38,8 @@ class State:
 
 
 STATE = pytest.StashKey[State]()
+MUTATION_FAILURES = pytest.StashKey[list[str]]()
+"""Why a test's mutation-tested calls fail it (``--rseq-mutate``)."""
 ROWS = pytest.StashKey[list[dict[str, Any]]]()
 ROWS_SENT = pytest.StashKey[int]()
 MARKER_PROBLEM = pytest.StashKey[str]()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .mutation import mutation_lines
 from .report import format_table, per_cpu_chart, status, totals_line
 
 ELLIPSIS = "..."
@@ -153,5 +154,8 @@ def summary_lines(rows: Sequence[dict[str, Any]], width: int = 100) -> list[str]
     ):
         lines.append("sig/mb/pre: aborts caused by a signal, a membarrier, a preemption")
     lines += ["", totals_line(rows), ""]
+    mutated = mutation_lines(rows)
+    if mutated:
+        lines += [*mutated, ""]
     lines += per_cpu_chart(rows)
     return lines

@@ -39,16 +39,25 @@ __asm__(
     "4:\n"
     "nop\n"
     ".size cs_fn, .-cs_fn\n"
-    ".pushsection __rseq_cs, \"aw\"\n"
-    ".balign 32\n"
+    ".pushsection {cs_section}, \"aw\"\n"
+    "{cs_head}\n"
     "3:\n"
     ".long {version}, {flags}\n"
     ".quad 1b, {post_commit}, {abort}\n"
     ".popsection\n"
     ".pushsection __rseq_cs_ptr_array, \"aw\"\n"
     ".quad {ptr}\n"
-    ".popsection\n");
+    ".popsection\n"
+    "{extra}");
 """
+# A second section, cs2_fn, whose abort handler has a wrong signature and whose
+# descriptor lies in .data.rel.ro, named by no __rseq_cs_ptr_array entry.
+OUTSIDE_ASM = (
+    r".text\n.globl cs2_fn\n.type cs2_fn, %function\ncs2_fn:\n5:\nnop\nnop\n6:\nnop\n"
+    r".long {bad_sig}\n7:\nnop\n.size cs2_fn, .-cs2_fn\n"
+    r".pushsection .data.rel.ro, \"aw\"\n.balign 32\n.long 0, 0\n.quad 5b, (6b - 5b), 7b\n"
+    r".popsection\n"
+)
 GOOD = {
     "version": "0",
     "flags": "0",
@@ -56,6 +65,9 @@ GOOD = {
     "abort": "4b",
     "ptr": "3b",
     "sig_bytes": f".long {SIG:#x}" if SIG else "",
+    "cs_section": "__rseq_cs",
+    "cs_head": ".balign 32",
+    "extra": "",
 }
 
 
@@ -123,6 +135,39 @@ def test_abort_inside_the_section_is_flagged(tmp_path: Path) -> None:
     assert "abort-inside" in checks(findings)
 
 
+def test_a_descriptor_outside_rseq_cs_is_found_and_checked(tmp_path: Path) -> None:
+    extra = OUTSIDE_ASM.replace("{bad_sig}", f"{SIG + 1:#x}")
+    findings = lint(build(tmp_path, "outside_sig", extra=extra))
+    assert checks(findings) == ["signature"], [str(f) for f in findings]
+    assert findings[0].descriptor.startswith(".data.rel.ro[0] at ")
+    assert (findings[0].function or "").startswith("cs2_fn+")
+    good = OUTSIDE_ASM.replace("{bad_sig}", f"{SIG:#x}")
+    assert lint(build(tmp_path, "outside_good", extra=good)) == []
+
+
+def test_a_descriptor_behind_the_ptr_array_is_checked_wherever_it_lies(tmp_path: Path) -> None:
+    lib = build(
+        tmp_path,
+        "ptr_outside",
+        cs_section=".data.rel.ro",
+        sig_bytes=f".long {SIG + 1:#x}",
+        post_commit="0x1000000",  # no layout would accept it: only the ptr array finds it
+    )
+    findings = lint(lib)
+    assert checks(findings) == ["commit-outside", "signature"], [str(f) for f in findings]
+    assert findings[0].descriptor.startswith(".data.rel.ro[0]")
+
+
+def test_an_8_byte_aligned_descriptor_is_misaligned_and_still_checked(tmp_path: Path) -> None:
+    head = ".balign 32\\n .quad 0"  # the descriptor starts 8 bytes into a 32-byte slot
+    findings = lint(build(tmp_path, "misaligned", cs_head=head, sig_bytes=f".long {SIG + 1:#x}"))
+    assert checks(findings) == ["misaligned", "signature"], [str(f) for f in findings]
+    assert findings[0].address % 32 == 8
+    assert "start_ip 0x0" not in " ".join(str(f) for f in findings)
+    alone = lint(build(tmp_path, "misaligned_ok", cs_head=head))
+    assert checks(alone) == ["misaligned"]
+
+
 def test_version_and_flags_are_checked(tmp_path: Path) -> None:
     findings = lint(build(tmp_path, "verflags", version="1", flags="2"))
     assert checks(findings) == ["version", "flags"]
@@ -157,6 +202,18 @@ def test_the_built_in_sections_pass_except_the_bad_signature_canary() -> None:
     assert [(f.check, (f.function or "").split("+")[0]) for f in findings] == [
         ("signature", "op_bad_sig")
     ], [str(f) for f in findings]
+
+
+def test_a_table_of_function_pointers_is_no_descriptor(tmp_path: Path) -> None:
+    src = tmp_path / "table.c"
+    src.write_text(
+        "static int f(void) { return 1; }\nstatic int g(void) { return 2; }\n"
+        "struct ops { unsigned a, b; int (*f)(void); unsigned long n; int (*g)(void); };\n"
+        "const struct ops table = { 0, 0, f, 4, g };\n"
+    )
+    lib = tmp_path / "libtable.so"
+    subprocess.run([CC, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    assert checks(lint(lib)) == ["no-descriptors"]
 
 
 def test_a_library_without_descriptors_is_not_a_pass(tmp_path: Path) -> None:

@@ -1,0 +1,149 @@
+"""``--rseq-mutate``: a stress call on each mutant of its library, scored and explained.
+
+A mutant is *killed* when its run shows a bug (verdict ``bug``: a crash, lost
+or invented counts, a broken invariant), *survived* when its run is ``ok``,
+and *inconclusive* when its run ends ``no-evidence`` or ``error``: neither
+proves anything, so only kills count. The row of the original run carries a
+``mutation`` record; the summary prints it (``mutation_lines``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .result import StressResult
+from .workload import Workload
+
+Runner = Callable[[Workload, dict[str, Any]], StressResult]
+
+
+def outcome(result: StressResult) -> str:
+    """``killed``, ``survived`` or ``inconclusive`` for a mutant's run."""
+    if result.verdict == "bug":
+        return "killed"
+    return "survived" if result.verdict == "ok" else "inconclusive"
+
+
+def hint(kind: str, result: StressResult, chaos: Any) -> str:
+    """What might kill a survivor of class ``kind``, from what its run did and did not show."""
+    tips: list[str] = []
+    oversubscribe = float(getattr(chaos, "oversubscribe", 1.0) or 1.0)
+    affinity_hz = float(getattr(chaos, "affinity_hz", 0) or 0)
+    if kind == "bad-signature" and result.aborts == 0:
+        tips.append("an abort: signals (signals_hz) or preemption inside the section")
+    if kind != "bad-signature" and result.threads <= 1:
+        tips.append("a second thread (threads=1 here: nothing races the section)")
+    if kind in ("unprotected", "commit-outside") and oversubscribe < 2:
+        tips.append("threads that share a CPU and preempt each other (oversubscribe=2)")
+    if kind in ("late-start", "unprotected"):
+        if affinity_hz == 0:
+            tips.append("migrations between the CPU check and the section (affinity_hz)")
+        else:
+            tips.append(f"more migrations (affinity_hz above {affinity_hz:g})")
+    tips.append(f"a longer duration (this run: {result.duration_s:.2f} s)")
+    return "; ".join(tips)
+
+
+def _why(entry: dict[str, Any]) -> str:
+    """The first reason of an inconclusive run, shortened for a summary line."""
+    first = entry["reasons"][0] if entry.get("reasons") else str(entry.get("verdict"))
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+def run_mutants(workload: Workload, kwargs: dict[str, Any], runner: Runner) -> dict[str, Any]:
+    """Run ``runner`` on each mutant of ``workload``'s library with the same ``kwargs``.
+
+    Returns the JSON-safe ``mutation`` record: ``score`` (``"killed 3/4"``),
+    ``killed``, ``made``, one entry per mutant run (``mutants``) and one per
+    mutant that could not be made (``not_made``, with the reason).
+    """
+    from .mutants import mutants
+
+    assert workload.library is not None
+    runs: list[dict[str, Any]] = []
+    not_made: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="rseq-mutants-") as tmp:
+        for m in mutants(workload.library, tmp, symbol=workload.symbol):
+            entry: dict[str, Any] = {
+                "name": m.name,
+                "kind": m.kind,
+                "descriptor": m.descriptor,
+                "function": m.function,
+            }
+            if m.path is None:
+                not_made.append({**entry, "reason": m.reason})
+                continue
+            result = runner(dataclasses.replace(workload, library=str(m.path)), dict(kwargs))
+            entry.update(
+                change=m.change,
+                outcome=outcome(result),
+                verdict=result.verdict,
+                crash=result.crash,
+                lost=result.expected - result.observed,
+                aborts=result.aborts,
+                migrations=result.migrations,
+                seed=result.seed,
+                reasons=list(result.reasons),
+            )
+            if entry["outcome"] == "survived":
+                entry["hint"] = hint(m.kind, result, kwargs.get("chaos"))
+            runs.append(entry)
+    killed = sum(1 for r in runs if r["outcome"] == "killed")
+    return {
+        "score": f"killed {killed}/{len(runs)}",
+        "killed": killed,
+        "made": len(runs),
+        "mutants": runs,
+        "not_made": not_made,
+    }
+
+
+def failures(original: StressResult, record: dict[str, Any]) -> list[str]:
+    """Why a mutation-tested call fails its test (empty: original ok, every mutant killed)."""
+    problems: list[str] = []
+    if original.ok and record.get("skipped"):
+        return problems  # nothing to judge: the rseq path did not run
+    if not original.ok:
+        problems.append(f"the original run is {original.verdict!r}, not ok: mutants not judged")
+    if original.ok and record.get("made", 0) == 0:
+        problems.append("no mutant could be made, so nothing shows the test has teeth")
+    for r in record.get("mutants", []):
+        if r["outcome"] == "survived":
+            problems.append(
+                f"mutant {r['name']} survived ({r['change']}); might kill it: {r['hint']}"
+            )
+        elif r["outcome"] == "inconclusive":
+            why = _why(r)
+            problems.append(f"mutant {r['name']} inconclusive ({r['verdict']}: {why})")
+    return problems
+
+
+def mutation_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The summary's mutation block: a score per test call, each survivor and why."""
+    lines: list[str] = []
+    for row in rows:
+        record = row.get("mutation")
+        if not isinstance(record, dict):
+            continue
+        counts = {o: 0 for o in ("survived", "inconclusive")}
+        for r in record.get("mutants", []):
+            if r["outcome"] in counts:
+                counts[r["outcome"]] += 1
+        extra = "".join(f", {n} {o}" for o, n in counts.items() if n)
+        if record.get("not_made"):
+            extra += f", {len(record['not_made'])} not made"
+        lines.append(f"  {row.get('test')} [{row.get('workload')}]: {record['score']}{extra}")
+        for r in record.get("mutants", []):
+            if r["outcome"] == "survived":
+                lines.append(f"    survived {r['name']}: might kill it: {r['hint']}")
+            elif r["outcome"] == "inconclusive":
+                why = _why(r)
+                lines.append(f"    inconclusive {r['name']}: {r['verdict']} ({why})")
+        for r in record.get("not_made", []):
+            lines.append(f"    not made {r['name']}: {r['reason']}")
+        if record.get("skipped"):
+            lines.append(f"    mutants not run: {record['skipped']}")
+    return ["rseq mutation (killed = the mutant's run showed a bug):", *lines] if lines else []
