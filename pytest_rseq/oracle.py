@@ -333,6 +333,7 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
                     "evidence_missing",
                 )
             }
+            details["fallback"]["attempts"] = raw.get("fallback_attempts", 1)
             if fallback["observed"] != main["observed"]:
                 found.append(
                     (

@@ -269,3 +269,24 @@ def test_default_cap_is_ten_times_the_duration_and_at_least_one_second() -> None
         )["chaos"]
         == Chaos.default().to_dict()
     )
+
+
+def test_only_a_clean_fallback_half_without_evidence_is_run_again() -> None:
+    """path="both": the fallback half is repeated (same budgets) only when it was clean
+    and lacked evidence; a half that lost counts, broke an invariant or failed is kept."""
+    from pytest_rseq._child import _only_evidence_missing
+
+    clean = {"evidence_missing": 128, "error": None, "observed": 10, "expected": 10,
+             "invariant_violations": 0, "fork_errors": 0}  # fmt: skip
+    assert _only_evidence_missing(clean)
+    assert not _only_evidence_missing({**clean, "evidence_missing": 0})
+    assert not _only_evidence_missing({**clean, "observed": 9})
+    assert not _only_evidence_missing({**clean, "invariant_violations": 1})
+    assert not _only_evidence_missing({**clean, "error": "op returned -5"})
+    assert not _only_evidence_missing({**clean, "fork_errors": 1})
+
+
+def test_both_reports_how_many_fallback_halves_ran() -> None:
+    result = run("counter", threads=2, duration=0.05, path="both")
+    assert result.ok, result.describe()
+    assert 1 <= result.details["fallback"]["attempts"] <= 3
