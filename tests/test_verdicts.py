@@ -132,8 +132,8 @@ def test_canary_racy_unperturbed_is_never_ok() -> None:
 
 
 def test_preemption_aborts_are_not_membarrier_evidence() -> None:
-    """One fence per second fires once, before the workers exist: whatever the
-    preemption aborts, the membarrier cause showed nothing."""
+    """One fence per second fires about once: whatever the preemption aborts (two
+    threads per CPU), only aborts attributed to that fence count for membarrier."""
     result = run(
         "counter",
         duration=0.3,
@@ -141,9 +141,16 @@ def test_preemption_aborts_are_not_membarrier_evidence() -> None:
         evidence_cap=1,
         seed=3,
     )
-    assert result.verdict == "no-evidence", result.describe()
-    assert result.aborts_by_cause["membarrier"] == 0
-    assert any("membarrier_hz=1" in r for r in result.reasons), result.reasons
+    causes = result.aborts_by_cause
+    assert causes["preemption"] > 0, result.describe()
+    # A fence aborts at most one section per thread; the rest is preemption.
+    assert causes["membarrier"] <= max(1, result.membarriers) * result.threads
+    # The membarrier evidence follows the fence-attributed count alone.
+    missing = "membarrier" in result.details["evidence_missing"]
+    assert missing == (causes["membarrier"] == 0), result.describe()
+    if missing:
+        assert not result.ok
+        assert any("membarrier_hz=1" in r for r in result.reasons), result.reasons
 
 
 def test_fences_that_abort_are_membarrier_evidence() -> None:
