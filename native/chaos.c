@@ -518,6 +518,7 @@ void prseq_chaos_stop(struct prseq_run *run)
             c->inj[i].started = 0;
         }
     chaos_hotplug_teardown(c);
+    chaos_cpuset_restore(c);
     if (run->cfg->affinity_hz > 0)
         affinity_restore(c);
 }

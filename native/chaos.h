@@ -50,6 +50,8 @@ struct chaos {
     int nr_choices;
     int last_choice;
     char *choices_buf;
+    char *cpus_initial;        /* cpuset.cpus before the first shift: restored at stop */
+    int cpus_changed;          /* a shift landed since the last restore */
     /* hotplug */
     int hotplug_cpus[CHAOS_MAX_HOTPLUG];
     int nr_hotplug;
@@ -74,6 +76,8 @@ int chaos_add(struct chaos *c, const char *name, double hz,
 int chaos_cpuset_setup(struct chaos *c);
 void chaos_cpuset_fire(struct chaos *c, uint64_t *rng);
 int chaos_cpuset_enter(struct chaos *c, struct prseq_slot *slot);
+void chaos_cpuset_restore(struct chaos *c);
+int chaos_cpuset_widen(struct chaos *c);
 void chaos_cpuset_teardown(struct chaos *c);
 int chaos_hotplug_setup(struct chaos *c);
 void chaos_hotplug_fire(struct chaos *c, uint64_t *rng);

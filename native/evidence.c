@@ -58,22 +58,41 @@ void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, i
     }
 }
 
+static int slot_live(const struct prseq_slot *s)
+{
+    return s->joinable && !__atomic_load_n(&s->exited, __ATOMIC_ACQUIRE);
+}
+
 void prseq_request_migration(struct prseq_run *run, uint64_t now)
 {
-    struct prseq_slot *s;
+    /* A fallback half of path="both" lasts as long as its op budgets, often
+     * a few milliseconds: it asks at every look of the supervisor. */
+    uint64_t every = run->cfg->slot_budgets ? 0 : MOVE_EVERY_NS;
 
-    /* The first round asks every slot at once (a replayed fallback half
-     * may last a few milliseconds); then one slot every MOVE_EVERY_NS. */
-    if (run->move_requests >= run->nr_slots && now - run->last_request_ns < MOVE_EVERY_NS)
+    if (run->move_requests && now - run->last_request_ns < every)
         return;
     run->last_request_ns = now;
-    s = &run->slots[run->move_requests++ % run->nr_slots];
-    if (s->joinable && !__atomic_load_n(&s->exited, __ATOMIC_ACQUIRE))
-        __atomic_store_n(&s->move_request, 1, __ATOMIC_RELEASE);
+    /* The first round asks every live slot at once; then one live slot per
+     * round, round robin (a slot whose budget is spent has nobody to move). */
+    if (!run->move_requests) {
+        for (uint32_t i = 0; i < run->nr_slots; i++)
+            if (slot_live(&run->slots[i]))
+                __atomic_store_n(&run->slots[i].move_request, 1, __ATOMIC_RELEASE);
+        run->move_requests = run->nr_slots;
+        return;
+    }
+    for (uint32_t k = 0; k < run->nr_slots; k++) {
+        struct prseq_slot *s = &run->slots[run->move_requests++ % run->nr_slots];
+        if (slot_live(s)) {
+            __atomic_store_n(&s->move_request, 1, __ATOMIC_RELEASE);
+            return;
+        }
+    }
 }
 
 /* The thread moves itself (a TID of our own, never another process's): to
- * the next CPU of its mask after `cpu`, then gets its mask back. The kernel
+ * the next CPU of its mask after `cpu` (under cpuset chaos, of the group's
+ * CPUs, when a shift held it to one), then gets its mask back. The kernel
  * moves the thread before sched_setaffinity returns; the worker sees the new
  * CPU at its next batch, which counts as the migration. */
 void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
@@ -83,7 +102,14 @@ void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
     cpu_set_t *one = prseq_mask_alloc(run->nr_cpus, &size);
 
     __atomic_store_n(&s->move_request, 0, __ATOMIC_RELAXED);
-    if (!mine || !one || sched_getaffinity(0, size, mine) != 0 || CPU_COUNT_S(size, mine) < 2)
+    if (!mine || !one || sched_getaffinity(0, size, mine) != 0)
+        goto out;
+    /* A cpuset shift holds the worker to one CPU: widen the group first
+     * (a short fallback half may run only while the cpuset holds one CPU). */
+    if (CPU_COUNT_S(size, mine) < 2 && chaos_cpuset_widen(run->chaos) &&
+        sched_getaffinity(0, size, mine) != 0)
+        goto out;
+    if (CPU_COUNT_S(size, mine) < 2)
         goto out;
     for (uint32_t k = 1; k < run->nr_cpus; k++) {
         uint32_t target = (cpu + k) % run->nr_cpus;

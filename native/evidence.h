@@ -43,8 +43,10 @@ void prseq_evidence_sample(struct prseq_run *run);
 uint32_t prseq_evidence_missing(struct prseq_run *run);
 
 /* Supervisor, past the deadline with no migration (or, on the fallback path,
- * workers seen on one CPU only): ask one live worker, round robin and at most
- * every 10 ms, to move itself to another CPU of its mask. */
+ * workers seen on one CPU only): ask every live worker once, then one live
+ * worker per round, round robin, at most every 10 ms (every look in a
+ * fallback half of path="both", which its op budgets end), to move itself to
+ * another CPU of its mask. */
 void prseq_request_migration(struct prseq_run *run, uint64_t now);
 
 /* Worker, between batches (never inside a section): honour such a request.
