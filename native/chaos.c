@@ -349,11 +349,11 @@ static int affinity_setup(struct chaos *c)
     return rc;
 }
 
-/* The mask of the next affinity event for a worker now on `cpu`: three
- * times in four a flip, the single CPU of a different allowed CPU, so the
- * event is a migration at whatever point the worker was (a random mask
+/* The mask index of the next affinity event for a worker now on `cpu`:
+ * three times in four a flip, the single CPU of a different allowed CPU, so
+ * the event is a migration at whatever point the worker was (a random mask
  * often keeps it where it is); otherwise any of the masks. */
-static const cpu_set_t *affinity_pick(struct chaos *c, uint64_t *rng, uint32_t cpu)
+static int affinity_pick(struct chaos *c, uint64_t *rng, uint32_t cpu)
 {
     uint64_t r = prseq_rand(rng);
 
@@ -361,26 +361,65 @@ static const cpu_set_t *affinity_pick(struct chaos *c, uint64_t *rng, uint32_t c
         int k = (int)((r >> 2) % (uint64_t)c->nr_single);
         if (c->single_cpu[k] == cpu)
             k = (k + 1 + (int)((r >> 32) % (uint64_t)(c->nr_single - 1))) % c->nr_single;
-        return c->masks[k];
+        return k;
     }
-    return c->masks[(r >> 2) % (uint64_t)c->nr_masks];
+    return (int)((r >> 2) % (uint64_t)c->nr_masks);
+}
+
+/* The index of the single-CPU mask of `cpu`, or -1. */
+static int single_mask(const struct chaos *c, uint32_t cpu)
+{
+    for (int k = 0; k < c->nr_single; k++)
+        if (c->single_cpu[k] == cpu)
+            return k;
+    return -1;
+}
+
+/* A live worker other than `self` last seen on `cpu`, returned with its
+ * tid_lock held, or NULL. Only this injector holds two slot locks at once;
+ * a worker takes only its own. */
+static struct prseq_slot *worker_on(struct chaos *c, const struct prseq_slot *self, uint32_t cpu)
+{
+    struct prseq_run *run = c->run;
+
+    for (uint32_t i = 0; i < run->nr_slots; i++) {
+        struct prseq_slot *s = &run->slots[i];
+        if (s == self || __atomic_load_n(&s->cpu, __ATOMIC_RELAXED) != cpu)
+            continue;
+        pthread_mutex_lock(&s->tid_lock);
+        if (s->tid > 0 && __atomic_load_n(&s->cpu, __ATOMIC_RELAXED) == cpu)
+            return s;
+        pthread_mutex_unlock(&s->tid_lock);
+    }
+    return NULL;
 }
 
 /* sched_setaffinity reaches any process: the TID is used only while the
- * slot's tid_lock is held, and the worker clears it under that lock. */
+ * slot's tid_lock is held, and the worker clears it under that lock.
+ * A flip of a worker from CPU X to CPU Y is a swap when a worker runs on Y:
+ * that one goes to X at the same event, so every CPU keeps a writer (a
+ * move that empties X leaves a stale write to X's data nobody to meet). */
 static void affinity_fire(struct chaos *c, uint64_t *rng)
 {
-    struct prseq_slot *slot;
+    struct prseq_slot *slot, *partner = NULL;
     pid_t tid = pick_worker(c, rng, &slot, 1);
-    const cpu_set_t *mask;
-    int rc;
+    uint32_t cpu;
+    int k, back = -1, rc;
 
     if (tid <= 0)
         return;
-    mask = affinity_pick(c, rng, __atomic_load_n(&slot->cpu, __ATOMIC_RELAXED));
+    cpu = __atomic_load_n(&slot->cpu, __ATOMIC_RELAXED);
+    k = affinity_pick(c, rng, cpu);
+    if (k < c->nr_single && (back = single_mask(c, cpu)) >= 0)
+        partner = worker_on(c, slot, c->single_cpu[k]);
     prseq_mask_change_begin(c->run);
-    rc = sched_setaffinity(tid, c->mask_size, mask);
+    rc = sched_setaffinity(tid, c->mask_size, c->masks[k]);
+    if (partner && rc == 0 &&
+        sched_setaffinity(partner->tid, c->mask_size, c->masks[back]) == 0)
+        __atomic_fetch_add(&c->affinity_changes, 1, __ATOMIC_RELAXED);
     prseq_mask_change_end(c->run);
+    if (partner)
+        pick_release(partner);
     pick_release(slot);
     if (rc == 0)
         __atomic_fetch_add(&c->affinity_changes, 1, __ATOMIC_RELAXED);

@@ -77,31 +77,50 @@ void prseq_request_migration(struct prseq_run *run, uint64_t now)
     if (!run->move_requests) {
         for (uint32_t i = 0; i < run->nr_slots; i++)
             if (slot_live(&run->slots[i]))
-                __atomic_store_n(&run->slots[i].move_request, 1, __ATOMIC_RELEASE);
+                __atomic_store_n(&run->slots[i].move_request, PRSEQ_MOVE_ANY, __ATOMIC_RELEASE);
         run->move_requests = run->nr_slots;
         return;
     }
     for (uint32_t k = 0; k < run->nr_slots; k++) {
         struct prseq_slot *s = &run->slots[run->move_requests++ % run->nr_slots];
         if (slot_live(s)) {
-            __atomic_store_n(&s->move_request, 1, __ATOMIC_RELEASE);
+            __atomic_store_n(&s->move_request, PRSEQ_MOVE_ANY, __ATOMIC_RELEASE);
             return;
         }
     }
 }
 
-/* The thread moves itself (a TID of our own, never another process's): to
- * the next CPU of its mask after `cpu` (under cpuset chaos, of the group's
- * CPUs, when a shift held it to one), then gets its mask back. The kernel
- * moves the thread before sched_setaffinity returns; the worker sees the new
- * CPU at its next batch, which counts as the migration. */
+/* A swap: ask a live worker last seen on `target` (not `self`) to move
+ * itself to `cpu`, so the CPU this worker leaves keeps a writer. */
+static void ask_partner(struct prseq_run *run, const struct prseq_slot *self, uint32_t target,
+                        uint32_t cpu)
+{
+    for (uint32_t i = 0; i < run->nr_slots; i++) {
+        struct prseq_slot *o = &run->slots[i];
+        if (o != self && __atomic_load_n(&o->tid, __ATOMIC_ACQUIRE) > 0 &&
+            __atomic_load_n(&o->cpu, __ATOMIC_RELAXED) == target) {
+            int none = 0;
+            __atomic_compare_exchange_n(&o->move_request, &none, PRSEQ_MOVE_TO(cpu), 0,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
+/* The thread moves itself (a TID of our own, never another process's), then
+ * gets its mask back: to the CPU a swap asked for, or else to the next CPU
+ * of its mask after `cpu` (under cpuset chaos, of the group's CPUs, when a
+ * shift held it to one), asking a worker on that CPU to come to `cpu` (a
+ * swap). The kernel moves the thread before sched_setaffinity returns; the
+ * worker sees the new CPU at its next batch, which counts as the migration. */
 void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
 {
     size_t size;
     cpu_set_t *mine = prseq_mask_alloc(run->nr_cpus, &size);
     cpu_set_t *one = prseq_mask_alloc(run->nr_cpus, &size);
+    int request = __atomic_exchange_n(&s->move_request, 0, __ATOMIC_ACQUIRE);
+    int swap = request == PRSEQ_MOVE_ANY;
 
-    __atomic_store_n(&s->move_request, 0, __ATOMIC_RELAXED);
     if (!mine || !one || sched_getaffinity(0, size, mine) != 0)
         goto out;
     /* A cpuset shift holds the worker to one CPU: widen the group first
@@ -111,16 +130,21 @@ void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
         goto out;
     if (CPU_COUNT_S(size, mine) < 2)
         goto out;
-    for (uint32_t k = 1; k < run->nr_cpus; k++) {
-        uint32_t target = (cpu + k) % run->nr_cpus;
-        if (!CPU_ISSET_S(target, size, mine))
-            continue;
+    for (uint32_t k = swap ? 1 : 0; k < run->nr_cpus; k++) {
+        uint32_t target = swap ? (cpu + k) % run->nr_cpus : (uint32_t)(request - PRSEQ_MOVE_TO(0));
+        if (target == cpu || target >= run->nr_cpus || !CPU_ISSET_S(target, size, mine)) {
+            if (swap)
+                continue;
+            break;
+        }
         CPU_ZERO_S(size, one);
         CPU_SET_S(target, size, one);
         prseq_mask_change_begin(run);
         if (sched_setaffinity(0, size, one) == 0) {
             sched_setaffinity(0, size, mine);
             __atomic_fetch_add(&run->moves, 1, __ATOMIC_RELAXED);
+            if (swap)
+                ask_partner(run, s, target, cpu);
         }
         prseq_mask_change_end(run);
         break;

@@ -34,10 +34,14 @@ struct prseq_slot {
     uint64_t aborts_signal;
     uint64_t aborts_membarrier;
     uint64_t live_migrations;
-    int move_request;          /* set by the supervisor: move to another CPU */
+    int move_request;          /* 0, PRSEQ_MOVE_ANY (the supervisor: move to another CPU
+                                  and swap) or PRSEQ_MOVE_TO(cpu) (a swap partner) */
     /* chaos.c: storm signals handled by the slot's threads (own cache line) */
     _Alignas(64) uint64_t signals_handled;
 };
+
+#define PRSEQ_MOVE_ANY 1
+#define PRSEQ_MOVE_TO(cpu) ((int)(cpu) + 2)
 
 struct prseq_run {
     const struct prseq_workload *w;

@@ -22,8 +22,12 @@
 /* The stale-cpu canary reads cpu_id once every STALE_REFRESH ops and keeps
  * using it (never comparing it inside the section); its section spins
  * STALE_SECTION_WINDOW iterations between its load and its commit store, the
- * window in which a stale write and the owning CPU's write overlap. */
-#define STALE_REFRESH 32
+ * window in which a stale write and the owning CPU's write overlap. Its
+ * stale period (~4096 ops of ~50 ns, ~0.2 ms) is longer than a migration
+ * takes to land (~0.1-0.25 ms here), and each thread starts at its own
+ * phase, so after two workers swap CPUs one refreshes while the other still
+ * writes the shard of the CPU it left. */
+#define STALE_REFRESH 4096
 #define STALE_SECTION_WINDOW 32
 /* The exit-loss canary flushes its per-thread remainder every EXIT_LOSS_FLUSH
  * ops: a power of two that divides every harness batch, so it only shows
@@ -376,6 +380,10 @@ static int stale_thread_init(void *state, struct prseq_thread *t)
     if (!k)
         return -ENOMEM;
     k->area = prseq_current_area(&owner);
+    /* Its own phase: the first refresh after 1..STALE_REFRESH ops. */
+    k->cpu = UINT32_MAX;
+    k->left = 1 + (uint32_t)(((uint64_t)(uintptr_t)k >> 6) * 0x9e3779b97f4a7c15ull >> 40) %
+                      STALE_REFRESH;
     t->local = k; /* area NULL on the fallback path, which never reads it */
     return 0;
 }
@@ -388,9 +396,10 @@ static int op_stale_cpu(void *state, struct prseq_thread *t)
     for (;;) {
         uint32_t same;
         int rc;
-        if (k->left == 0) {
+        if (k->left == 0 || k->cpu == UINT32_MAX) {
             k->cpu = __atomic_load_n(&k->area->cpu_id, __ATOMIC_RELAXED);
-            k->left = STALE_REFRESH;
+            if (k->left == 0)
+                k->left = STALE_REFRESH;
         }
         if (k->cpu >= c->nr_shards)
             return -ERANGE;
