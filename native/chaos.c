@@ -415,8 +415,10 @@ static void affinity_fire(struct chaos *c, uint64_t *rng)
     prseq_mask_change_begin(c->run);
     rc = sched_setaffinity(tid, c->mask_size, c->masks[k]);
     if (partner && rc == 0 &&
-        sched_setaffinity(partner->tid, c->mask_size, c->masks[back]) == 0)
+        sched_setaffinity(partner->tid, c->mask_size, c->masks[back]) == 0) {
         __atomic_fetch_add(&c->affinity_changes, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&c->affinity_swaps, 1, __ATOMIC_RELAXED);
+    }
     prseq_mask_change_end(c->run);
     if (partner)
         pick_release(partner);
@@ -581,6 +583,7 @@ void prseq_chaos_finish(struct prseq_run *run)
     res->timer_signals = c->timer_signals;
     res->signals_delivered = __atomic_load_n(&signals_delivered, __ATOMIC_RELAXED);
     res->affinity_changes = c->affinity_changes;
+    res->affinity_swaps = c->affinity_swaps;
     res->cpuset_shifts = c->cpuset_shifts;
     res->cpuset_errors = c->cpuset_errors;
     res->cpuset_errno = c->cpuset_errno;

@@ -60,6 +60,7 @@ struct chaos {
     uint64_t signals_sent;
     uint64_t timer_signals;
     uint64_t affinity_changes;
+    uint64_t affinity_swaps;
     uint64_t cpuset_shifts;
     uint64_t cpuset_errors;
     int cpuset_errno;

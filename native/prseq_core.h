@@ -122,6 +122,7 @@ struct prseq_result {
     uint32_t evidence_missing;    /* PRSEQ_EVIDENCE_* bits still missing at the end */
     uint32_t distinct_cpus;       /* CPUs the workers were seen on */
     uint64_t evidence_moves;      /* workers the harness moved to another CPU for evidence */
+    uint64_t affinity_swaps;      /* affinity flips that moved a second worker the other way */
 };
 
 int prseq_abi_probe(struct prseq_abi_info *out);

@@ -51,6 +51,7 @@ _RESULT_COUNTERS = (
     "evidence_missing",
     "distinct_cpus",
     "evidence_moves",
+    "affinity_swaps",
 )
 _ABI_FIELDS = (
     "glibc_symbols",

@@ -300,6 +300,7 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
         "first_violation": main.get("first_violation", [0, 0, 0, 0]),
         "distinct_cpus": main.get("distinct_cpus", 0),
         "evidence_moves": main.get("evidence_moves", 0),
+        "affinity_swaps": main.get("affinity_swaps", 0),
         "evidence_missing": missing_evidence(int(main.get("evidence_missing", 0))),
         "evidence_cap": spec.get("evidence_cap", 1.0),
     }
