@@ -112,3 +112,35 @@ def test_a_signal_storm_beyond_what_workers_can_take_still_stops() -> None:
     assert result.error is None, result.describe()
     result.assert_consistent()
     assert result.signals_delivered > 0
+
+
+@TWO_CPUS
+def test_affinity_flips_swap_workers_so_every_cpu_keeps_a_writer() -> None:
+    """One worker per CPU: a flip of one worker to the other's CPU moves that one back
+    (a swap), so the CPU left is never left without a writer."""
+    cpus = len(os.sched_getaffinity(0))
+    result = run("counter", threads=cpus, duration=0.3, chaos=Chaos(affinity_hz=500), seed=11)
+    result.assert_consistent()
+    swaps = result.details["affinity_swaps"]
+    assert swaps > 0, result.describe()
+    assert 2 * swaps <= result.affinity_changes  # each swap is two of the changes
+
+
+@CPUSETS
+@TWO_CPUS
+def test_short_fallback_half_under_cpuset_shifts_earns_its_evidence() -> None:
+    """The soak's false alarm: ``path="both"`` with rseq blocked and cpuset chaos, where the
+    fallback half lasts a few milliseconds (its op budgets end it) and a shift may hold the
+    workers to one CPU for all of it. The group starts each half with all its CPUs, every
+    live worker is asked to move at once, and a move widens a one-CPU cpuset first."""
+    for seed in range(12):
+        result = run(
+            "counter_mm_cid",
+            threads=2,
+            duration=0.028,
+            chaos=Chaos(cpuset_hz=420, membarrier_hz=1053),
+            path="both",
+            registration="blocked-enosys",
+            seed=1326115605605102603 + seed,
+        )
+        assert result.verdict == "ok", result.describe()

@@ -380,3 +380,33 @@ def test_perf_wrapper_end_to_end_with_a_stand_in_event(monkeypatch: pytest.Monke
     assert ok.details["perf"]["difference"] == ok.details["perf"]["fixups"] - ok.aborts
     crashed = run("canary_bad_signature", threads=2, duration=0.5, chaos=Chaos(signals_hz=2000))
     assert crashed.crash == "SIGSEGV"
+
+
+def test_native_cpuset_injector_restores_the_groups_cpus(tmp_path: Path) -> None:
+    """Every run ends with the group's ``cpuset.cpus`` as it found it, never on the one CPU
+    its last shift left: the next run (the fallback half of ``path="both"``, its repeats)
+    starts with every CPU. Runs against a fake group folder, so no real cpuset changes."""
+    from pytest_rseq.runner import build_spec, run_in_process
+
+    group = tmp_path / "group"
+    group.mkdir()
+    initial = "every-cpu-of-the-group"
+    (group / "cpuset.cpus").write_text(initial + "\n")
+    (group / "tasks").write_text("")
+    for seed in (1, 2, 3):
+        spec = build_spec(
+            "counter",
+            threads=2,
+            ops_per_thread=None,
+            duration=0.1,
+            chaos=Chaos(cpuset_hz=500),
+            path="rseq",
+            registration="auto",
+            seed=seed,
+        )
+        spec["cpuset"] = {"dir": str(group), "tasks": str(group / "tasks"), "choices": "0;1"}
+        raw = run_in_process(spec)["runs"]["rseq"]
+        assert raw["error"] is None
+        assert raw["cpuset_shifts"] > 0
+        # The shifts wrote "0" or "1" over the start of the file; the restore wrote it all back.
+        assert (group / "cpuset.cpus").read_text().strip() == initial

@@ -105,3 +105,74 @@ def test_a_fork_safe_claim_that_is_false_is_reported_as_the_workloads(tmp_path: 
     assert result.error and "locked: a forked child hung" in result.error
     assert "PRSEQ_WORKLOAD_FORK_SAFE" in result.error
     assert not any("lost" in r for r in result.reasons), result.reasons
+
+
+# A fork-safe workload whose first fork child is slow (it computes and never sleeps, as a
+# child on a loaded machine would): slow is not hung, so it is cut short and not counted.
+SLOW_SOURCE = r"""
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "pytest_rseq.h"
+
+struct state { uint64_t count; pid_t owner; int *claimed; };
+static struct state st;
+
+static void *create(uint32_t n) {
+    (void)n;
+    st.count = 0;
+    st.owner = getpid();
+    st.claimed = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (st.claimed == MAP_FAILED)
+        return NULL;
+    *st.claimed = 0;
+    return &st;
+}
+static int op(void *s, struct prseq_thread *t) {
+    struct state *p = s;
+    (void)t;
+    if (getpid() != p->owner && !__atomic_exchange_n(p->claimed, 1, __ATOMIC_RELAXED))
+        for (volatile uint64_t i = 0;; i++)  /* busy until killed: runnable, never asleep */
+            ;
+    __atomic_fetch_add(&p->count, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+static uint64_t total(void *s) {
+    return __atomic_load_n(&((struct state *)s)->count, __ATOMIC_RELAXED);
+}
+static void destroy(void *s) { munmap(((struct state *)s)->claimed, sizeof(int)); }
+
+static struct prseq_workload w = {
+    .abi_version = 2, .name = "slowchild", .create = create, .op = op,
+    .fallback_op = op, .total = total, .destroy = destroy, .flags = PRSEQ_WORKLOAD_FORK_SAFE,
+};
+
+const struct prseq_workload *prseq_workload(void) { return &w; }
+"""
+
+
+def test_a_slow_fork_child_is_not_called_hung(tmp_path: Path) -> None:
+    """The first child computes without end (runnable, using CPU time, never asleep): it is
+    killed when its wait runs out and not counted; later children count and the run is ok."""
+    src = tmp_path / "slowchild.c"
+    src.write_text(SLOW_SOURCE)
+    lib = tmp_path / "libslowchild.so"
+    subprocess.run(
+        [str(CC), "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-O1",
+         f"-I{pytest_rseq.get_include()}", str(src), "-o", str(lib)],
+        check=True,
+    )  # fmt: skip
+    t0 = time.monotonic()
+    result = pytest_rseq.run(
+        Workload.from_library(lib),
+        threads=2,
+        duration=0.3,
+        chaos=Chaos(fork_hz=50),
+        path="fallback",
+        seed=4,
+        evidence_cap=20,
+    )
+    assert time.monotonic() - t0 < HANG_LIMIT_S
+    assert result.error is None or "hung" not in result.error, result.error
+    result.assert_consistent()
+    assert result.forks > 0
