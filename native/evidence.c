@@ -90,6 +90,23 @@ void prseq_request_migration(struct prseq_run *run, uint64_t now)
     }
 }
 
+/* Supervisor, once per run at a seeded point before the deadline: ask one
+ * live worker (picked from `pick`) to move to another CPU, which asks a
+ * worker on that CPU to come the other way: an aimed swap in the middle of
+ * the run, with every CPU keeping a writer, whatever the scheduler did. */
+void prseq_request_swap(struct prseq_run *run, uint64_t pick)
+{
+    if (run->nr_slots < 2 || run->nr_cpus_allowed < 2)
+        return;
+    for (uint32_t k = 0; k < run->nr_slots; k++) {
+        struct prseq_slot *s = &run->slots[(pick + k) % run->nr_slots];
+        int none = 0;
+        if (slot_live(s) && __atomic_compare_exchange_n(&s->move_request, &none, PRSEQ_MOVE_ANY,
+                                                        0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            return;
+    }
+}
+
 /* A swap: ask a live worker last seen on `target` (not `self`) to move
  * itself to `cpu`, so the CPU this worker leaves keeps a writer. */
 static void ask_partner(struct prseq_run *run, const struct prseq_slot *self, uint32_t target,

@@ -49,6 +49,10 @@ uint32_t prseq_evidence_missing(struct prseq_run *run);
  * another CPU of its mask. */
 void prseq_request_migration(struct prseq_run *run, uint64_t now);
 
+/* Supervisor, once per run at a seeded point before the deadline: ask one
+ * live worker to move and swap CPUs with a worker on its target CPU. */
+void prseq_request_swap(struct prseq_run *run, uint64_t pick);
+
 /* Worker, between batches (never inside a section): honour such a request.
  * `cpu` is the CPU it runs on now. */
 void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu);

@@ -636,7 +636,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
                     struct prseq_result *res, struct prseq_run *run, int *stuck_out)
 {
     const char *bad;
-    uint64_t start, deadline, cap;
+    uint64_t start, deadline, cap, swap_at, swap_pick;
     int stuck;
 
     memset(res, 0, sizeof(*res));
@@ -702,6 +702,17 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
     start = prseq_now_ns();
     deadline = start + (uint64_t)(cfg->duration_s * 1e9);
     cap = evidence_cap_ns(cfg, start, deadline);
+    /* One aimed swap per run, at a seeded point in [1/4, 3/4] of the duration
+     * (not in a fallback half, whose op budgets end it). */
+    {
+        uint64_t x = cfg->seed ^ 0x2545f4914f6cdd1dull;
+        uint64_t r = prseq_rand(&x);
+        swap_pick = r >> 32;
+        swap_at = cfg->slot_budgets ? 0
+                                    : start + (deadline - start) / 4 +
+                                          (uint64_t)((double)(deadline - start) / 2 *
+                                                     ((double)(r & 0xffffffffu) / 4294967296.0));
+    }
     /* Injectors first: a worker joins them (timer, cpuset) as it starts. */
     {
         int rc = prseq_chaos_start(run);
@@ -717,7 +728,15 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         uint64_t until = now < deadline ? deadline : cap;
         uint64_t poll = evidence_watched(run, now, deadline) ? EXTEND_POLL_NS : POLL_NS;
         uint64_t wake = now + poll < until ? now + poll : until;
-        struct timespec abs = ns_to_timespec(wake);
+        struct timespec abs;
+
+        if (swap_at && now >= swap_at) {
+            prseq_request_swap(run, swap_pick);
+            swap_at = 0;
+        }
+        if (swap_at && swap_at < wake)
+            wake = swap_at;
+        abs = ns_to_timespec(wake);
 
         if (!reap_slots(run) || run_may_end(run, now, deadline, cap) ||
             __atomic_load_n(&run->stop, __ATOMIC_ACQUIRE) ||
