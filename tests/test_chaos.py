@@ -144,3 +144,13 @@ def test_short_fallback_half_under_cpuset_shifts_earns_its_evidence() -> None:
             seed=1326115605605102603 + seed,
         )
         assert result.verdict == "ok", result.describe()
+
+
+@TWO_CPUS
+def test_every_run_has_an_aimed_swap_even_without_chaos() -> None:
+    """With no injector at all, the harness still moves one worker in the middle of the run
+    and a worker on its target CPU the other way (counted in ``evidence_moves``)."""
+    result = run("counter", threads=2, duration=0.2, chaos=Chaos(), seed=5)
+    result.assert_consistent()
+    assert result.details["evidence_moves"] >= 1, result.describe()
+    assert result.migrations >= 1
