@@ -199,7 +199,11 @@ def _v2_without_cpuset() -> Path | None:
         parts = line.split()
         if parts[2] == "cgroup2":
             root = Path(parts[1])
-            if "cpuset" not in (root / "cgroup.controllers").read_text().split():
+            try:
+                controllers = (root / "cgroup.controllers").read_text().split()
+            except OSError:  # a mount hidden by another one mounted over it
+                continue
+            if "cpuset" not in controllers:
                 return root
     return None
 
