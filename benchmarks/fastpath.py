@@ -131,7 +131,7 @@ def _harness(v: Variant, threads: int, per_thread: int) -> dict[str, Any]:
     it (same invariant sampling, same batches); the oracle is skipped here and
     checked below (total == ops), and only the native run is timed.
     """
-    from pytest_rseq import _child, runner
+    from pytest_rseq.engine import driver, runner
 
     spec = runner.build_spec(
         str(v.target),
@@ -144,7 +144,7 @@ def _harness(v: Variant, threads: int, per_thread: int) -> dict[str, Any]:
         seed=1,
     )
     cpu0 = time.process_time()
-    raw = _child.run_spec(spec)
+    raw = driver.run_spec(spec)
     cpu1 = time.process_time()
     run = raw["runs"].get("rseq")
     if not run or run.get("error") or run.get("path") != "rseq":

@@ -28,7 +28,7 @@ WORKLOADS = ("percpu_counter", "percpu_freelist")
 def measure(runs: int, duration: float) -> dict[str, Any]:
     """{"mutants": [per-mutant counts], "not_made": [...]} for the example library."""
     from pytest_rseq import Chaos, mutants, run
-    from pytest_rseq.mutation import outcome
+    from pytest_rseq.elf.mutation import outcome
 
     sys.path.insert(0, str(ROOT / "examples" / "downstream"))
     from build_lib import build

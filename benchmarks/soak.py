@@ -60,7 +60,7 @@ def downstream_library() -> Path | None:
 
 def draw(rng: random.Random, workload: Any, canary: bool, cpuset_ok: bool) -> dict[str, Any]:
     """One run's keyword arguments for ``pytest_rseq.run`` (chaos as a mapping)."""
-    from pytest_rseq.runner import PATHS, REGISTRATIONS
+    from pytest_rseq.engine.runner import PATHS, REGISTRATIONS
 
     chaos: dict[str, Any] = {}
     for name, (low, high) in RATES.items():
@@ -115,7 +115,7 @@ def _soak(cases: list[dict[str, Any]]) -> dict[str, Any]:
 def measure(runs: int, quick: bool, seed: int | None = None) -> dict[str, Any]:
     """Soak ``runs`` correct runs and ``runs`` canary runs from one seeded generator."""
     from pytest_rseq import BUILTIN_WORKLOADS
-    from pytest_rseq.capabilities import cgroup_info
+    from pytest_rseq.host.capabilities import cgroup_info
 
     n = QUICK_RUNS if quick else runs
     seed = random.SystemRandom().getrandbits(32) if seed is None else seed

@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._version import __version__
-from .capabilities import capabilities
-from .chaos import Chaos
+from .elf.lint import LintError, LintFinding, lint
+from .elf.mutants import Mutant, mutants
+from .engine.chaos import Chaos
+from .engine.result import StressResult
+from .engine.runner import run
+from .engine.workload import BUILTIN_WORKLOADS, Workload
 from .errors import CapabilityMissing, ConsistencyError, RseqError, WorkloadError
-from .lint import LintError, LintFinding, lint
-from .mutants import Mutant, mutants
-from .result import StressResult
-from .runner import run
-from .workload import BUILTIN_WORKLOADS, Workload
+from .host.capabilities import capabilities
 
 __all__ = [
     "BUILTIN_WORKLOADS",

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import gate, report
+from . import gate
 from ._version import __version__
+from .gate import report
 
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
 BLOCKED_ENV = "PYTEST_RSEQ_GATE_BLOCKED"

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pytest_rseq import Chaos, run
-from pytest_rseq.capabilities import cgroup_info
+from pytest_rseq.host.capabilities import cgroup_info
 
 TWO_CPUS = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs 2 allowed CPUs (migration between them)"

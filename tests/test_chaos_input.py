@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rseq import CapabilityMissing, Chaos, cpuset, hotplug, run
-from pytest_rseq.chaos import LIMITS
+from pytest_rseq import CapabilityMissing, Chaos, run
+from pytest_rseq.engine.chaos import LIMITS
+from pytest_rseq.host import cpuset, hotplug
 
 FIELDS = [f.name for f in fields(Chaos)]
 
@@ -297,7 +298,7 @@ def test_native_hotplug_injector_on_a_fake_tree(tmp_path: Path) -> None:
 
     Runs against a fake ``cpuN/online`` tree, so the real CPUs stay untouched.
     """
-    from pytest_rseq.runner import build_spec, run_in_process
+    from pytest_rseq.engine.runner import build_spec, run_in_process
 
     sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "1"})
     spec = build_spec(
@@ -319,7 +320,7 @@ def test_native_hotplug_injector_on_a_fake_tree(tmp_path: Path) -> None:
 
 
 def test_native_hotplug_refuses_cpu0(tmp_path: Path) -> None:
-    from pytest_rseq.runner import build_spec, run_in_process
+    from pytest_rseq.engine.runner import build_spec, run_in_process
 
     spec = build_spec(
         "counter",
@@ -337,7 +338,7 @@ def test_native_hotplug_refuses_cpu0(tmp_path: Path) -> None:
 
 
 def test_perf_status_and_crash_parsing() -> None:
-    from pytest_rseq.perf import perf_crash, perf_status, read_perf
+    from pytest_rseq.host.perf import perf_crash, perf_status, read_perf
 
     status = perf_status()
     assert set(status) == {"available", "reason"}
@@ -351,7 +352,7 @@ def test_perf_status_and_crash_parsing() -> None:
 
 
 def test_perf_csv_parsing(tmp_path: Path) -> None:
-    from pytest_rseq.perf import read_perf
+    from pytest_rseq.host.perf import read_perf
 
     out = tmp_path / "perf.csv"
     out.write_text("# started on today\n\n7700,,rseq:rseq_ip_fixup,1000,100.00,,\n")
@@ -364,7 +365,7 @@ def test_perf_wrapper_end_to_end_with_a_stand_in_event(monkeypatch: pytest.Monke
     """The tracepoint is missing here: drive the same wrapper with ``context-switches``."""
     import shutil
 
-    from pytest_rseq import perf
+    from pytest_rseq.host import perf
 
     if not shutil.which("perf"):
         pytest.skip("perf is not installed")

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pytest_rseq import Chaos, capabilities, run
-from pytest_rseq.oracle import VIOLATIONS
+from pytest_rseq.engine.oracle import VIOLATIONS
 
 CAPS = capabilities()
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2

@@ -15,9 +15,10 @@ from typing import Any
 import psutil
 import pytest
 
-from pytest_rseq import Chaos, cpuset, run
-from pytest_rseq.capabilities import cgroup_info
-from pytest_rseq.result import StressResult
+from pytest_rseq import Chaos, run
+from pytest_rseq.engine.result import StressResult
+from pytest_rseq.host import cpuset
+from pytest_rseq.host.capabilities import cgroup_info
 
 CPUSETS = pytest.mark.skipif(
     not cgroup_info()["cpuset_writable"], reason=str(cgroup_info()["cpuset_reason"])

@@ -146,8 +146,8 @@ def test_get_include_holds_the_header() -> None:
 
 
 def test_repro_line_keeps_library_options() -> None:
-    from pytest_rseq.oracle import repro_line
-    from pytest_rseq.runner import build_spec
+    from pytest_rseq.engine.oracle import repro_line
+    from pytest_rseq.engine.runner import build_spec
 
     spec = build_spec(
         "counter",

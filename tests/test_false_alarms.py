@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from pytest_rseq import Chaos, _child, capabilities, run
+from pytest_rseq import Chaos, capabilities, run
 from pytest_rseq._native import load
-from pytest_rseq.runner import build_spec
+from pytest_rseq.engine import driver as _child
+from pytest_rseq.engine.runner import build_spec
 
 CAPS = capabilities()
 CPUS = sorted(os.sched_getaffinity(0))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_rseq import gate
+from pytest_rseq.engine.result import StressResult
 from pytest_rseq.gate import (
     FAIL,
     NOT_TESTED,
@@ -22,7 +23,6 @@ from pytest_rseq.gate import (
     judge,
     overall,
 )
-from pytest_rseq.result import StressResult
 
 GATE_TIMEOUT_S = 120
 
@@ -155,7 +155,7 @@ REQUIRED = {
 
 def test_suite_covers_every_mode_injector_and_canary() -> None:
     assert scenario_names() >= REQUIRED
-    from pytest_rseq.chaos import Chaos
+    from pytest_rseq.engine.chaos import Chaos
 
     injectors = {n.removesuffix("_hz") for n in Chaos.__dataclass_fields__ if n.endswith("_hz")}
     assert {f"injector/{i}" for i in injectors} <= scenario_names()
@@ -183,7 +183,7 @@ def test_a_bad_command_line_is_not_could_not_test() -> None:
 def test_real_time_signal_names() -> None:
     import signal
 
-    from pytest_rseq.child_process import signal_name
+    from pytest_rseq.engine.child_process import signal_name
 
     assert signal_name(signal.SIGSEGV) == "SIGSEGV"
     assert signal_name(signal.SIGRTMIN + 4) == "SIGRTMIN+4"

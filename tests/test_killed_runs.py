@@ -26,12 +26,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_rseq import cpuset, hotplug, stale
-from pytest_rseq.capabilities import cgroup_info
-from pytest_rseq.child_process import child_env
+from pytest_rseq.engine.child_process import child_env
+from pytest_rseq.engine.runner import build_spec
 from pytest_rseq.errors import CapabilityMissing
-from pytest_rseq.parent_watch import EXIT_OWNER_GONE
-from pytest_rseq.runner import build_spec
+from pytest_rseq.host import cpuset, hotplug, stale
+from pytest_rseq.host.capabilities import cgroup_info
+from pytest_rseq.host.parent_watch import EXIT_OWNER_GONE
 
 BOUND_S = 5.0
 START_LIMIT_S = 60.0
@@ -148,7 +148,7 @@ def _group_has_tasks(owner: int) -> bool:
 def _stress_child(owner: psutil.Process) -> int | None:
     for proc in owner.children(recursive=True):
         try:
-            if "pytest_rseq._child" in proc.cmdline():
+            if "pytest_rseq.engine.driver" in proc.cmdline():
                 return proc.pid
         except psutil.Error:
             continue
@@ -333,7 +333,7 @@ def test_orphans_are_only_our_children_of_dead_owners() -> None:
     a live owner, no tag, or another command."""
     started = stale.start_time(os.getpid())
     assert started is not None
-    child_cmd = ["pytest_rseq._child"]
+    child_cmd = ["pytest_rseq.engine.driver"]
     orphan = _sleeper("999999999:1", child_cmd)
     reused = _sleeper(f"{os.getpid()}:{started + 1}", child_cmd)  # our pid, not our start
     live = _sleeper(stale.owner_tag(), child_cmd)
@@ -371,7 +371,7 @@ def test_a_child_whose_owner_is_already_dead_exits_at_once(tmp_path: Path) -> No
     spec["result_path"] = str(tmp_path / "result.json")
     env = {**child_env("auto"), stale.OWNER_ENV: "999999999:1"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_rseq._child"],
+        [sys.executable, "-m", "pytest_rseq.engine.driver"],
         input=json.dumps(spec).encode(),
         env=env,
         capture_output=True,
@@ -382,7 +382,7 @@ def test_a_child_whose_owner_is_already_dead_exits_at_once(tmp_path: Path) -> No
 
 
 def test_sigterm_handler_raises_keyboard_interrupt_and_is_put_back() -> None:
-    from pytest_rseq import sigterm
+    from pytest_rseq.host import sigterm
 
     outer = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -398,7 +398,7 @@ def test_sigterm_handler_raises_keyboard_interrupt_and_is_put_back() -> None:
 
 
 def test_sigterm_handler_leaves_a_handler_of_someone_else_alone() -> None:
-    from pytest_rseq import sigterm
+    from pytest_rseq.host import sigterm
 
     def theirs(signum: int, frame: object) -> None:
         pass

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import pytest_rseq
-from pytest_rseq.lint import LintError, LintFinding, check_library, lint
+from pytest_rseq.elf.lint import LintError, LintFinding, check_library, lint
 
 CC = shutil.which("cc") or shutil.which("gcc")
 # Cross compilers, when the machine has them: the linter reads either architecture.

@@ -14,7 +14,7 @@ from test_lint import SIG, build
 
 import pytest_rseq
 from pytest_rseq import Chaos, lint, mutants, run
-from pytest_rseq.mutants import CLASSES
+from pytest_rseq.elf.mutants import CLASSES
 
 pytestmark = [
     pytest.mark.skipif(CC is None, reason="no C compiler on this machine"),

@@ -7,11 +7,13 @@ import threading
 
 import pytest
 
-from pytest_rseq import Chaos, options, report, seeds, summary
-from pytest_rseq.options import Settings
-from pytest_rseq.plugin import check_marker
-from pytest_rseq.progress import LiveLine
-from pytest_rseq.result import StressResult
+from pytest_rseq import Chaos
+from pytest_rseq.engine import seeds
+from pytest_rseq.engine.result import StressResult
+from pytest_rseq.gate import report
+from pytest_rseq.plugin import check_marker, options, summary
+from pytest_rseq.plugin.options import Settings
+from pytest_rseq.plugin.progress import LiveLine
 
 
 def make_result(**overrides: object) -> StressResult:

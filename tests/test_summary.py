@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from pytest_rseq import report, summary
-from pytest_rseq.progress import Heartbeat
+from pytest_rseq.gate import report
+from pytest_rseq.plugin import summary
+from pytest_rseq.plugin.progress import Heartbeat
 
 LONG_ID = (
     "tests/integration/very/deep/folder/test_a_file_with_a_long_name.py"
@@ -169,7 +170,7 @@ def test_heartbeat_thread_emits_and_stops() -> None:
 
 
 def test_run_line_keeps_the_id_whole_and_drops_details_first() -> None:
-    from pytest_rseq.session import run_line
+    from pytest_rseq.plugin.session import run_line
 
     failed = row(LONG_ID, worker="gw1", index=1, workload="canary_racy", verdict="bug",
                  outcome="failed", duration_s=1.04)  # fmt: skip

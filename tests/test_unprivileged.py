@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from pytest_rseq import cpuset, gate, perf, report
-from pytest_rseq.capabilities import capabilities, cgroup_info, perf_tracepoints
+from pytest_rseq import gate
 from pytest_rseq.errors import CapabilityMissing
+from pytest_rseq.gate import report
+from pytest_rseq.host import cpuset, perf
+from pytest_rseq.host.capabilities import capabilities, cgroup_info, perf_tracepoints
 
 UID = 1234
 
@@ -161,7 +163,7 @@ def test_unwritable_cgroup_names_the_privilege(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_probe_error_is_not_a_missing_native_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    caps_module = sys.modules["pytest_rseq.capabilities"]  # the name is also the function
+    caps_module = sys.modules["pytest_rseq.host.capabilities"]  # the name is also the function
 
     def denied() -> dict[str, Any]:
         raise PermissionError(errno.EACCES, "Permission denied", "/sys/kernel/tracing/x")
@@ -223,7 +225,7 @@ def test_rseq_perf_option_and_ini_key_ask_for_the_cross_check(
     monkeypatch.delenv(perf.PERF_ENV, raising=False)
     pytester.makepyfile(
         """
-        from pytest_rseq import perf
+        from pytest_rseq.host import perf
 
         def test_asked():
             assert perf.perf_requested()

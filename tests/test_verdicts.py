@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_rseq import Chaos, StressResult, run
-from pytest_rseq.oracle import EVIDENCE_BITS, evidence_reasons, missing_evidence, verdict_of
+from pytest_rseq.engine.oracle import EVIDENCE_BITS, evidence_reasons, missing_evidence, verdict_of
 
 TWO_CPUS = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs 2 allowed CPUs (migration between them)"
@@ -235,7 +235,7 @@ def test_both_path_judges_the_fallback_half_by_concurrency() -> None:
 
 
 def test_evidence_cap_option_parses_repeats_and_reaches_run() -> None:
-    from pytest_rseq import options
+    from pytest_rseq.plugin import options
 
     assert options.PARSERS["evidence_cap"]("20", "--rseq-evidence-cap") == 20.0
     with pytest.raises(pytest.UsageError, match=r"--rseq-evidence-cap: invalid value '0\.5'"):
@@ -246,7 +246,7 @@ def test_evidence_cap_option_parses_repeats_and_reaches_run() -> None:
 
 
 def test_default_cap_is_ten_times_the_duration_and_at_least_one_second() -> None:
-    from pytest_rseq.runner import build_spec
+    from pytest_rseq.engine.runner import build_spec
 
     def cap(duration: float, given: float | None = None) -> float:
         spec = build_spec(
@@ -281,7 +281,7 @@ def test_default_cap_is_ten_times_the_duration_and_at_least_one_second() -> None
 def test_only_a_clean_fallback_half_without_evidence_is_run_again() -> None:
     """path="both": the fallback half is repeated (same budgets) only when it was clean
     and lacked evidence; a half that lost counts, broke an invariant or failed is kept."""
-    from pytest_rseq._child import _only_evidence_missing
+    from pytest_rseq.engine.driver import _only_evidence_missing
 
     clean = {"evidence_missing": 128, "error": None, "observed": 10, "expected": 10,
              "invariant_violations": 0, "fork_errors": 0}  # fmt: skip

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from .errors import CapabilityMissing
+from ..errors import CapabilityMissing
 
 SYSFS_CPU = Path("/sys/devices/system/cpu")
 STATE_DIR = Path(os.environ.get("PYTEST_RSEQ_STATE_DIR", "/run/pytest-rseq"))

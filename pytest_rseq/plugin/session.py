@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from . import options, report, summary
+from ..gate import report
+from . import options, summary
 from .options import Settings
 from .progress import Heartbeat
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import psutil
 
-from .errors import CapabilityMissing
+from ..errors import CapabilityMissing
 
 PREFIX = "pytest-rseq-"
 MOUNTS = "/proc/self/mounts"

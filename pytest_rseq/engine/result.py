@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import ConsistencyError, hide_for_caller_errors
+from ..errors import ConsistencyError, hide_for_caller_errors
 
 VERDICTS = ("ok", "bug", "no-evidence", "error")
 HEADLINES = {"ok": "OK", "bug": "BUG", "no-evidence": "NO EVIDENCE", "error": "ERROR"}

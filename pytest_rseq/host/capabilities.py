@@ -37,7 +37,7 @@ MEMBARRIER_PRIVATE_EXPEDITED_RSEQ = 1 << 7
 
 def membarrier_rseq() -> bool:
     """True when the kernel offers ``MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ`` (queried only)."""
-    from ._native import load
+    from .._native import load
 
     mask = int(load()[1].prseq_membarrier_query())
     return mask > 0 and bool(mask & MEMBARRIER_PRIVATE_EXPEDITED_RSEQ)
@@ -45,8 +45,8 @@ def membarrier_rseq() -> bool:
 
 def cgroup_info() -> dict[str, Any]:
     """cgroup version holding cpusets, whether groups can be made, and why not."""
+    from ..errors import CapabilityMissing
     from . import cpuset
-    from .errors import CapabilityMissing
 
     try:
         host = cpuset.find_host()
@@ -68,7 +68,7 @@ def capabilities() -> dict[str, Any]:
     cpusets), cpuset_writable, cpuset_reason, cpus_allowed, cpus_online,
     cpus_possible.
     """
-    from ._child import probe_abi
+    from ..engine.driver import probe_abi
 
     abi = probe_abi()
     return {

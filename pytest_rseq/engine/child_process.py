@@ -1,6 +1,6 @@
 """Low-level: the stress child as a process: start it, feed it, read it, kill its group.
 
-Every run with ``isolate=True`` happens in ``python -m pytest_rseq._child``,
+Every run with ``isolate=True`` happens in ``python -m pytest_rseq.engine.driver``,
 started in a new session so the whole process group (fork-churn children
 included) can be killed on a timeout, a Ctrl-C or after a crash. The spec goes
 in and stderr comes back through files, and the result is read from its file
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import perf, stale
+from ..host import perf, stale
 from .workload import preload_env
 
 # On top of the run's own deadlines: interpreter start-up and the result file.
@@ -48,7 +48,7 @@ def child_env(registration: str) -> dict[str, str]:
 
 
 def child_argv(registration: str) -> list[str]:
-    argv = [sys.executable, "-m", "pytest_rseq._child"]
+    argv = [sys.executable, "-m", "pytest_rseq.engine.driver"]
     if registration.startswith("blocked-"):
         argv += ["--block", registration.split("-", 1)[1].upper()]
     return argv
@@ -180,7 +180,7 @@ def seccomp_after_start(
     if registration not in ("auto", "own"):
         raise ValueError(f"registration must be auto or own; got {registration!r}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_rseq._child", "--seccomp-after-start", errno_name],
+        [sys.executable, "-m", "pytest_rseq.engine.driver", "--seccomp-after-start", errno_name],
         env=child_env(registration),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -31,7 +31,10 @@ from typing import Any
 
 import pytest
 
-from . import json_target, options, perf, report, seeds, sigterm
+from ..engine import seeds
+from ..gate import report
+from ..host import perf, sigterm
+from . import json_target, options
 from .fixtures import MARKER_ONLY_KEYWORDS, rseq_capabilities, rseq_stress, run_keywords
 from .session import MARKER_PROBLEM, MUTATION_FAILURES, ROWS, ROWS_SENT, STATE, Collector, State
 
@@ -49,7 +52,7 @@ MARKER_HELP = (
 
 def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
     """Why an ``@pytest.mark.rseq(...)`` is invalid, or None when it is fine."""
-    from .runner import build_spec
+    from ..engine.runner import build_spec
 
     allowed = [*run_keywords(), *MARKER_ONLY_KEYWORDS]
     if args:

@@ -38,7 +38,7 @@ EVIDENCE_BITS = (
 
 def missing_evidence(mask: int) -> list[str]:
     """Names of the ``PRSEQ_EVIDENCE_*`` bits set in ``mask`` (the native core decides)."""
-    from ._native import load
+    from .._native import load
 
     lib = load()[1]
     return [n for n in EVIDENCE_BITS if mask & getattr(lib, f"PRSEQ_EVIDENCE_{n.upper()}")]

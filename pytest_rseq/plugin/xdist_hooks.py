@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .seeds import WORKERINPUT_KEY
+from ..engine.seeds import WORKERINPUT_KEY
 
 
 class XdistHooks:

@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..engine.workload import DEFAULT_SYMBOL, Workload
 from .lint import SIGNATURES, Descriptor, _Image, _is_exec, _open, find_descriptors
-from .workload import DEFAULT_SYMBOL, Workload
 
 CLASSES: tuple[str, ...] = ("unprotected", "commit-outside", "late-start", "bad-signature")
 """The mutant classes, in the order :func:`mutants` makes them."""

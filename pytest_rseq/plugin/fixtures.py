@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
-from . import mutation, options, report, seeds
-from .errors import hide_for_caller_errors
-from .result import StressResult
+from ..elf import mutation
+from ..engine import seeds
+from ..engine.result import StressResult
+from ..errors import hide_for_caller_errors
+from ..gate import report
+from . import options
 from .session import MUTATION_FAILURES, ROWS, STATE, is_worker
 
 MARKER_ONLY_KEYWORDS = ("mutate",)
@@ -31,7 +34,7 @@ def run_keywords() -> list[str]:
     """The keyword arguments of :func:`pytest_rseq.run`, the marker's allow-list."""
     import inspect
 
-    from .runner import run
+    from ..engine.runner import run
 
     return list(inspect.signature(run).parameters)
 
@@ -39,7 +42,7 @@ def run_keywords() -> list[str]:
 @pytest.fixture
 def rseq_capabilities() -> dict[str, Any]:
     """The machine's rseq fingerprint (see ``pytest_rseq.capabilities``)."""
-    from .capabilities import capabilities
+    from ..host.capabilities import capabilities
 
     return capabilities()
 
@@ -64,8 +67,8 @@ def _run_with_progress(
     config: pytest.Config, workload: Any, kwargs: dict[str, Any]
 ) -> StressResult:
     __tracebackhide__ = _hide_plugin_frame
+    from ..engine.runner import run
     from .progress import LIVE_AFTER_S, LiveLine
-    from .runner import run
 
     duration = float(kwargs.get("duration", 1.0))
     factor = 2 if kwargs.get("path") == "both" else 1
@@ -110,7 +113,7 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
     the node id. A run the machine cannot do (``CapabilityMissing``) skips the
     test with the reason.
     """
-    from .errors import CapabilityMissing
+    from ..errors import CapabilityMissing
 
     config = request.config
     state = config.stash[STATE]
@@ -144,7 +147,7 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
             pytest.skip("CPU hotplug chaos (hotplug_hz > 0) needs --rseq-allow-hotplug")
         library = getattr(target, "library", None)
         if state.settings.lint and library:
-            from .lint import check_library
+            from ..elf.lint import check_library
 
             check_library(library)
         try:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .mutation import mutation_lines
-from .report import format_table, per_cpu_chart, status, totals_line
+from ..elf.mutation import mutation_lines
+from ..gate.report import format_table, per_cpu_chart, status, totals_line
 
 ELLIPSIS = "..."
 INDENT = "  "

@@ -10,10 +10,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from . import cpuset, hotplug, stale
+from ..errors import CapabilityMissing, WorkloadError, hide_for_caller_errors
+from ..host import cpuset, hotplug, stale
 from .chaos import Chaos
 from .child_process import run_isolated
-from .errors import CapabilityMissing, WorkloadError, hide_for_caller_errors
 from .result import StressResult
 from .workload import (
     WorkloadLike,
@@ -173,8 +173,8 @@ def cleanup_stale() -> dict[str, list[str]]:
 
 def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
     """Run ``spec`` in this process, in a helper thread so Ctrl-C stays responsive."""
-    from . import _child
-    from ._native import load
+    from .._native import load
+    from . import driver
 
     box: dict[str, Any] = {}
     # Cleared here, before the run starts, and never by the native run itself:
@@ -183,7 +183,7 @@ def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
 
     def target() -> None:
         try:
-            box["raw"] = _child.run_spec(spec)
+            box["raw"] = driver.run_spec(spec)
         except BaseException as exc:  # handed to the caller below
             box["exc"] = exc
 

@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import perf
-from .chaos import Chaos
-from .errors import CapabilityMissing, RseqError
-from .result import StressResult
+from ..engine.chaos import Chaos
+from ..engine.result import StressResult
+from ..errors import CapabilityMissing, RseqError
+from ..host import perf
 
 EXIT_PASS, EXIT_FAIL, EXIT_COULD_NOT_TEST = 0, 1, 2
 PASS, FAIL, SKIP, OFF = "PASS", "FAIL", "SKIP", "OFF"
@@ -110,7 +110,7 @@ def seccomp_after_start_check(errno_name: str, registration: str) -> Callable[..
     """
 
     def check(fp: dict[str, Any]) -> tuple[str, str]:
-        from .child_process import seccomp_after_start
+        from ..engine.child_process import seccomp_after_start
 
         if registration == "auto" and fp.get("owner") != "glibc":
             return SKIP, f"glibc does not register rseq here (owner {fp.get('owner')})"
@@ -138,7 +138,7 @@ def perf_ip_fixup_check(threads: int, duration: float, seed: int | None) -> Call
     """
 
     def check(fp: dict[str, Any]) -> tuple[str, str]:
-        from .runner import run
+        from ..engine.runner import run
 
         if not fp.get("rseq_available"):
             return SKIP, "rseq unavailable: no aborts to count"
@@ -344,7 +344,7 @@ def run_scenario(
     scenario: Scenario, fp: dict[str, Any], *, duration: float, seed: int | None
 ) -> Outcome:
     """Run one scenario and judge it (never raises for what the machine cannot do)."""
-    from .runner import run
+    from ..engine.runner import run
 
     start = time.monotonic()
 

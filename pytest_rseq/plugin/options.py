@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from .chaos import Chaos
-from .runner import (
+from ..engine.chaos import Chaos
+from ..engine.runner import (
     DEFAULT_EVIDENCE_CAP,
     MAX_DURATION_S,
     MAX_THREADS,

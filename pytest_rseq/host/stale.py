@@ -31,7 +31,7 @@ from pathlib import Path
 from . import cpuset, hotplug
 
 OWNER_ENV = "PYTEST_RSEQ_OWNER"
-CHILD_MODULE = b"pytest_rseq._child"
+CHILD_MODULE = b"pytest_rseq.engine.driver"
 PROC = Path("/proc")
 ORPHAN_EXIT_WAIT_S = 2.0
 

@@ -18,8 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .result import StressResult
+from .._version import __version__
+from ..engine.result import StressResult
 
 BAR_WIDTH = 40
 VOLATILE_KEYS = frozenset({"glibc_cpu_id"})
@@ -120,7 +120,7 @@ def host_fingerprint() -> dict[str, Any]:
         "pytest_rseq": __version__,
     }
     try:
-        from .capabilities import capabilities
+        from ..host.capabilities import capabilities
 
         fp.update(capabilities())
     except Exception as exc:  # the fingerprint must never break a run

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .result import StressResult
-from .workload import Workload
+from ..engine.result import StressResult
+from ..engine.workload import Workload
 
 Runner = Callable[[Workload, dict[str, Any]], StressResult]
 

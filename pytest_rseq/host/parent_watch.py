@@ -73,7 +73,7 @@ class ParentWatch:
 
     def _watch(self) -> None:
         self._wait_for_owner_death()
-        from ._native import load
+        from .._native import load
 
         with contextlib.suppress(Exception):
             load()[1].prseq_request_stop()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import RseqError, hide_for_caller_errors
+from ..errors import RseqError, hide_for_caller_errors
 
 # pyelftools is imported on the first lint() only: loading the plugin stays cheap.
 SHF_EXECINSTR = 0x4

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import hide_for_caller_errors
+from ..errors import hide_for_caller_errors
 
 BUILTIN_WORKLOADS: tuple[str, ...] = (
     "counter",

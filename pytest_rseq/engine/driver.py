@@ -1,6 +1,6 @@
 """Low-level: the child-process side of a run.
 
-The parent (runner.py) starts ``python -m pytest_rseq._child`` in a new
+The parent (runner.py) starts ``python -m pytest_rseq.engine.driver`` in a new
 session, gives it the run's spec as JSON on its stdin, and reads the result
 from the file named in the spec once this process has exited. A crash of the
 workload only kills this process. When the process that started it dies,
@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from ._native import load
+from .._native import load
 
 MM_CID_WORKLOADS = ("counter_mm_cid", "canary_clobber_mm_cid")
 OWNERS = {0: "none", 1: "glibc", 2: "own", 3: "workload"}
@@ -193,7 +193,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         return out
 
     if spec.get("cpuset"):
-        from .cpuset import join_process
+        from ..host.cpuset import join_process
 
         join_process(spec["cpuset"])
     keep: list[Any] = []
@@ -275,9 +275,9 @@ def _main(argv: list[str]) -> int:
                 f"pytest-rseq: installing the seccomp filter failed: {os.strerror(-rc)}\n"
             )
             return 3
-        os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq._child"])
+        os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq.engine.driver"])
     spec = json.loads(sys.stdin.read())
-    from .parent_watch import watch_owner
+    from ..host.parent_watch import watch_owner
 
     watch = watch_owner(spec)
     out = run_spec(spec)
