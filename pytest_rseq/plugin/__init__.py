@@ -52,7 +52,7 @@ MARKER_HELP = (
 
 def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
     """Why an ``@pytest.mark.rseq(...)`` is invalid, or None when it is fine."""
-    from ..engine.runner import build_spec
+    from ..engine.spec import RunSpec
 
     allowed = [*run_keywords(), *MARKER_ONLY_KEYWORDS]
     if args:
@@ -60,20 +60,11 @@ def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         return f"unknown keyword(s) {', '.join(unknown)}; run() takes {', '.join(allowed)}"
-    for flag in ("isolate", "mutate"):
-        if not isinstance(kwargs.get(flag, True), bool):
-            return f"{flag} must be True or False, got {kwargs[flag]!r}"
+    if not isinstance(kwargs.get("mutate", True), bool):
+        return f"mutate must be True or False, got {kwargs['mutate']!r}"
     try:
-        build_spec(
-            kwargs.get("workload", "counter"),
-            threads=kwargs.get("threads"),
-            ops_per_thread=kwargs.get("ops_per_thread"),
-            duration=kwargs.get("duration", 1.0),
-            chaos=kwargs.get("chaos"),
-            path=kwargs.get("path", "rseq"),
-            registration=kwargs.get("registration", "auto"),
-            seed=kwargs.get("seed", 0),
-            evidence_cap=kwargs.get("evidence_cap"),
+        RunSpec.from_layers(
+            {k: v for k, v in kwargs.items() if k not in MARKER_ONLY_KEYWORDS}, default_seed=0
         )
     except ValueError as exc:
         return str(exc)
