@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from pytest_rseq import Chaos, StressResult, run
-from pytest_rseq.engine.oracle import EVIDENCE_BITS, evidence_reasons, missing_evidence, verdict_of
+from pytest_rseq.engine.evidence import EVIDENCE_BITS, evidence_reasons, missing_evidence
+from pytest_rseq.engine.oracle import verdict_of
 from pytest_rseq.engine.spec import RunSpec
 
 TWO_CPUS = pytest.mark.skipif(

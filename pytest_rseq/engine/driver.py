@@ -1,10 +1,13 @@
-"""Low-level: the child-process side of a run.
+"""The driver: one run of a :class:`RunSpec` in this process, through the native core.
 
-The parent (runner.py) starts ``python -m pytest_rseq.engine.driver`` in a new
-session, gives it the run's spec as JSON on its stdin, and reads the result
-from the file named in the spec once this process has exited. A crash of the
+``run_spec`` makes the ``prseq_run`` calls (both halves of ``path="both"``)
+and returns the raw result; ``runner.run_in_process`` calls it in a thread,
+and as a module it is the stress child: ``child_process.py`` starts
+``python -m pytest_rseq.engine.driver`` in a new session, gives it a
+:class:`ChildOrder` as JSON on its stdin, and reads the result from the file
+the order names once this process has exited. A crash of the
 workload only kills this process. When the process that started it dies,
-this process undoes its changes and exits (``parent_watch.py``).
+this process undoes its changes and exits (``host/parent_watch.py``).
 ``--block ENOSYS|EPERM`` installs a seccomp filter that makes the rseq
 syscall fail and re-executes the child, so glibc starts without rseq, exactly
 as under a container profile that blocks it.
@@ -19,43 +22,15 @@ import sys
 from typing import Any
 
 from .._native import load
+from ..host.abi import OWNERS, probe_abi
 from ..host.prep import HostPrep
 from .counters import counter_names
 from .spec import FALLBACK_ATTEMPTS, ChildOrder, RunSpec, deadlines, fallback_deadline
 from .workload import Workload
 
 MM_CID_WORKLOADS = ("counter_mm_cid", "canary_clobber_mm_cid")
-OWNERS = {0: "none", 1: "glibc", 2: "own", 3: "workload"}
 PATHS = {0: "rseq", 1: "fallback"}
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
-
-_ABI_FIELDS = (
-    "glibc_symbols",
-    "rseq_offset",
-    "glibc_size",
-    "glibc_flags",
-    "feature_size",
-    "align",
-    "usable_size",
-    "glibc_cpu_id",
-    "syscall_errno",
-    "available",
-    "owner",
-    "mm_cid_usable",
-    "node_id_usable",
-    "own_size",
-    "own_align",
-)
-
-
-def probe_abi() -> dict[str, Any]:
-    """Return the rseq ABI of this process, as ``struct prseq_abi_info`` reports it."""
-    ffi, lib = load()
-    info = ffi.new("struct prseq_abi_info *")
-    lib.prseq_abi_probe(info)
-    data: dict[str, Any] = {name: int(getattr(info, name)) for name in _ABI_FIELDS}
-    data["owner"] = OWNERS.get(data["owner"], "none")
-    return data
 
 
 def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
@@ -129,32 +104,34 @@ def _config(ffi: Any, spec: RunSpec, host: HostPrep, keep: list[Any]) -> Any:
     return cfg
 
 
+def _capability_missing(spec: RunSpec, abi: dict[str, Any]) -> str | None:
+    """Why this process cannot run ``spec`` as asked (None: it can)."""
+    if spec.registration == "glibc" and abi["owner"] != "glibc":
+        return (
+            f"glibc does not own the rseq area here "
+            f"(__rseq_size={abi['glibc_size']}, "
+            f"cpu_id={abi['glibc_cpu_id']})"
+        )
+    if spec.registration == "own" and not abi["available"]:
+        return f"the rseq syscall is unavailable ({errno.errorcode.get(abi['syscall_errno'], '?')})"
+    uses_mm_cid = spec.workload.name in MM_CID_WORKLOADS and not spec.workload.library
+    if uses_mm_cid and spec.path != "fallback" and abi["available"] and not abi["mm_cid_usable"]:
+        # Before Linux 6.3 mm_cid stays 0: every thread would share shard 0.
+        return (
+            f"mm_cid is not provided here (AT_RSEQ_FEATURE_SIZE={abi['feature_size']}, "
+            "Linux >= 6.3 needed)"
+        )
+    return None
+
+
 def run_spec(spec: RunSpec, host: HostPrep | None = None) -> dict[str, Any]:
     """Run the spec in this process and return the raw result mapping."""
     host = host or HostPrep()
     ffi, lib = load()
     out: dict[str, Any] = {"abi": probe_abi(), "runs": {}}
-    registration = spec.registration
-    abi = out["abi"]
-    if registration == "glibc" and abi["owner"] != "glibc":
-        out["capability_missing"] = (
-            f"glibc does not own the rseq area here "
-            f"(__rseq_size={abi['glibc_size']}, "
-            f"cpu_id={abi['glibc_cpu_id']})"
-        )
-        return out
-    if registration == "own" and not abi["available"]:
-        out["capability_missing"] = (
-            f"the rseq syscall is unavailable ({errno.errorcode.get(abi['syscall_errno'], '?')})"
-        )
-        return out
-    uses_mm_cid = spec.workload.name in MM_CID_WORKLOADS and not spec.workload.library
-    if uses_mm_cid and spec.path != "fallback" and abi["available"] and not abi["mm_cid_usable"]:
-        # Before Linux 6.3 mm_cid stays 0: every thread would share shard 0.
-        out["capability_missing"] = (
-            f"mm_cid is not provided here (AT_RSEQ_FEATURE_SIZE={abi['feature_size']}, "
-            "Linux >= 6.3 needed)"
-        )
+    missing = _capability_missing(spec, out["abi"])
+    if missing:
+        out["capability_missing"] = missing
         return out
     try:
         workload = _resolve_workload(ffi, lib, spec.workload)
@@ -169,8 +146,7 @@ def run_spec(spec: RunSpec, host: HostPrep | None = None) -> dict[str, Any]:
     keep: list[Any] = []
     cfg = _config(ffi, spec, host, keep)
     res = ffi.new("struct prseq_result *")
-    first_path = lib.PRSEQ_PATH_FALLBACK if spec.path == "fallback" else lib.PRSEQ_PATH_RSEQ
-    cfg.path = first_path
+    cfg.path = lib.PRSEQ_PATH_FALLBACK if spec.path == "fallback" else lib.PRSEQ_PATH_RSEQ
     lib.prseq_run(workload, cfg, res)
     first = _result_dict(ffi, res)
     out["runs"]["fallback" if spec.path == "fallback" else "rseq"] = first
@@ -179,24 +155,32 @@ def run_spec(spec: RunSpec, host: HostPrep | None = None) -> dict[str, Any]:
         # not start; the flag is cleared only by the caller before a whole run.
         out["stopped"] = True
     elif spec.path == "both" and not first["error"]:
-        # Same seed, same chaos, and exactly the ops each slot did on the rseq path.
-        budgets = ffi.new("uint64_t[]", first["slot_ops"])
-        cfg.slot_budgets = budgets
-        cfg.ops_per_thread = 0
-        # A deadline for hangs only, measured from the rseq half's real length
-        # (evidence may have extended it): see spec.fallback_deadline.
-        cfg.duration_s = fallback_deadline(first["duration_s"])
-        # The budgets end this half; its evidence (concurrency) is judged, never waited for.
-        cfg.evidence_cap_s = 0
-        cfg.path = lib.PRSEQ_PATH_FALLBACK
-        for attempt in range(1, FALLBACK_ATTEMPTS + 1):
-            lib.prseq_run(workload, cfg, res)
-            second = _result_dict(ffi, res)
-            out["runs"]["fallback"] = second
-            out["fallback_attempts"] = attempt
-            if not _only_evidence_missing(second) or lib.prseq_stop_requested():
-                break
+        _fallback_half(workload, cfg, res, first, out)
     return out
+
+
+def _fallback_half(
+    workload: Any, cfg: Any, res: Any, first: dict[str, Any], out: dict[str, Any]
+) -> None:
+    """The fallback half of "both": same seed, same chaos, and exactly the ops each
+    slot did on the rseq path; a clean half without evidence is run again."""
+    ffi, lib = load()
+    budgets = ffi.new("uint64_t[]", first["slot_ops"])
+    cfg.slot_budgets = budgets
+    cfg.ops_per_thread = 0
+    # A deadline for hangs only, measured from the rseq half's real length
+    # (evidence may have extended it): see spec.fallback_deadline.
+    cfg.duration_s = fallback_deadline(first["duration_s"])
+    # The budgets end this half; its evidence (concurrency) is judged, never waited for.
+    cfg.evidence_cap_s = 0
+    cfg.path = lib.PRSEQ_PATH_FALLBACK
+    for attempt in range(1, FALLBACK_ATTEMPTS + 1):
+        lib.prseq_run(workload, cfg, res)
+        second = _result_dict(ffi, res)
+        out["runs"]["fallback"] = second
+        out["fallback_attempts"] = attempt
+        if not _only_evidence_missing(second) or lib.prseq_stop_requested():
+            break
 
 
 def _only_evidence_missing(run: dict[str, Any]) -> bool:

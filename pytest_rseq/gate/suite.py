@@ -84,13 +84,8 @@ def _injector_scenario(inj: Injector, threads: int) -> Scenario:
     )
 
 
-def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list[Scenario]:
-    """The whole suite, in the order it runs.
-
-    ``cpus``: CPUs this process may use; ``duration`` and ``seed`` reach the
-    checks that start their own runs.
-    """
-    over = max(2, 2 * cpus)
+def _registration_scenarios(cpus: int) -> list[Scenario]:
+    """Each registration mode, and rseq blocked after start."""
     return [
         Scenario("registration/auto", "rseq as the process has it", run_args={"threads": cpus}),
         Scenario("registration/glibc", "glibc owns the area", run_args={"registration": "glibc"}),
@@ -116,6 +111,12 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
             )
             for errno_name, reg in (("ENOSYS", "auto"), ("EPERM", "auto"), ("ENOSYS", "own"))
         ],
+    ]
+
+
+def _perturbation_scenarios(over: int, duration: float, seed: int | None) -> list[Scenario]:
+    """Aborts by preemption, each injector, the perf cross-check."""
+    return [
         Scenario(
             "abort/preemption",
             "oversubscribed: preemption aborts",
@@ -129,6 +130,12 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
             check=perf_ip_fixup_check(over, duration, seed),
             extra=True,
         ),
+    ]
+
+
+def _path_scenarios() -> list[Scenario]:
+    """The fallback path, and both paths on one schedule."""
+    return [
         Scenario(
             "path/fallback",
             "fallback path under default chaos",
@@ -146,6 +153,12 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
             workload="counter_mm_cid",
             run_args={"path": "both", "chaos": Chaos.default()},
         ),
+    ]
+
+
+def _invariant_scenarios(over: int) -> list[Scenario]:
+    """The rseq-area invariants under migration and churn."""
+    return [
         Scenario(
             "invariants/migration",
             "area invariants under migration",
@@ -159,6 +172,12 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
             run_args={"threads": over, "chaos": Chaos(churn_hz=500)},
             proof=("invariant_samples",),
         ),
+    ]
+
+
+def _canary_scenarios(over: int) -> list[Scenario]:
+    """The broken-on-purpose workloads: catching them proves the gate sees bugs."""
+    return [
         Scenario(
             "canary/racy",
             "per-CPU add without rseq: lost",
@@ -198,3 +217,17 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
     ]
 
 
+def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list[Scenario]:
+    """The whole suite, in the order it runs.
+
+    ``cpus``: CPUs this process may use; ``duration`` and ``seed`` reach the
+    checks that start their own runs.
+    """
+    over = max(2, 2 * cpus)
+    return [
+        *_registration_scenarios(cpus),
+        *_perturbation_scenarios(over, duration, seed),
+        *_path_scenarios(),
+        *_invariant_scenarios(over),
+        *_canary_scenarios(over),
+    ]

@@ -25,12 +25,14 @@ from .outcome import (
 from .suite import FULL_DURATION_S, QUICK_DURATION_S, Scenario, scenarios
 
 
-def _metric(scenario: Scenario, result: StressResult, name: str) -> int:
-    """A proof counter of ``result``; an injector's own counter counts its effect."""
+def _metric(scenario: Scenario, result: StressResult, name: str) -> tuple[str, int]:
+    """A proof counter of ``result`` and how to name it; an injector's own counter counts
+    its effect (``churn``: the threads started past the first of each slot)."""
     inj = scenario.injector
     if inj is not None and name == inj.counter:
-        return inj.effect(result.counters, result.threads)
-    return int(result.counters[name])
+        label = inj.name if inj.baseline_threads else name
+        return label, inj.effect(result.counters, result.threads)
+    return name, int(result.counters.get(name, 0))
 
 
 def judge(scenario: Scenario, result: StressResult, rseq_available: bool) -> tuple[str, str]:
@@ -54,10 +56,11 @@ def judge(scenario: Scenario, result: StressResult, rseq_available: bool) -> tup
         return PASS, f"fallback path ok: {result.observed:,} counts, none lost"
     if not rseq_available or result.path == "fallback":
         return SKIP, "rseq unavailable: ran on the fallback path only (which was ok)"
-    missing = [p for p in scenario.proof if _metric(scenario, result, p) <= 0]
+    metrics = [_metric(scenario, result, p) for p in scenario.proof]
+    missing = [label for label, value in metrics if value <= 0]
     if missing:
         return FAIL, f"no evidence: {', '.join(missing)} = 0, the perturbation had no effect"
-    proof = ", ".join(f"{p} {_metric(scenario, result, p):,}" for p in scenario.proof)
+    proof = ", ".join(f"{label} {value:,}" for label, value in metrics)
     return PASS, f"{result.observed:,} counts agree" + (f"; {proof}" if proof else "")
 
 

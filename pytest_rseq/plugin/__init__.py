@@ -1,5 +1,10 @@
 """The pytest plugin: fixtures, the ``rseq`` marker and options, metrics, summary and JSON.
 
+This folder is the pytest glue (this module holds the hooks; pytest loads it
+through the ``pytest11`` entry point). Calls go down: the plugin uses
+``engine`` (the run), ``host``, ``elf`` (lint, mutation) and ``gate.report``
+(the host fingerprint); nothing else in the package imports it.
+
 How it works, in a few lines:
 
 * ``pytest_configure`` validates the ``--rseq-*`` options (``options.py``) and
@@ -7,14 +12,14 @@ How it works, in a few lines:
   ``workerinput`` (``xdist_hooks.py``).
 * The ``rseq_stress`` fixture (``fixtures.py``) merges its defaults (options, then the marker,
   then the call), derives each run's seed from the session seed and the node
-  id (``seeds.py``), runs it, and keeps one JSON-safe row per run.
+  id (``engine/seeds.py``), runs it, and keeps one JSON-safe row per run.
 * The rows ride on the test report as ``report.rseq_runs``, so they cross
   xdist like any report attribute and survive a worker that dies later; a
   failed test also gets an ``rseq`` section with the seed and the command
   that repeats it alone.
 * The controller collects the rows from ``pytest_runtest_logreport`` and
   prints one ``rseq`` summary; ``--rseq-json`` writes them (``session.py``,
-  rendering in ``summary.py`` and ``report.py``). The header lines appear only
+  rendering in ``summary.py`` and ``rows.py``). The header lines appear only
   when rseq tests are collected, or with ``-v``.
 
 Loading this module imports nothing native: the compiled core is loaded on

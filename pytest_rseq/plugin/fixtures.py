@@ -19,7 +19,7 @@ from ..errors import hide_for_caller_errors
 from ..gate import report
 from . import options
 from .rows import make_row
-from .session import MUTATION_FAILURES, ROWS, STATE, is_worker
+from .session import MUTATION_FAILURES, ROWS, STATE, State, is_worker
 
 MARKER_ONLY_KEYWORDS = ("mutate",)
 """Keywords of the marker (and of an ``rseq_stress`` call) that ``run()`` does not take."""
@@ -99,6 +99,39 @@ def _mutation(config: pytest.Config, spec: RunSpec, original: StressResult) -> d
     return mutation.run_mutants(spec, lambda mutant: _run_with_progress(config, mutant))
 
 
+def _call_spec(
+    state: State,
+    marker: dict[str, Any],
+    workload: Any,
+    kwargs: dict[str, Any],
+    nodeid: str,
+    index: int,
+) -> tuple[RunSpec, bool]:
+    """The spec of one ``rseq_stress()`` call (options, then the marker, then the call;
+    the seed derived when none is given) and whether to mutation-test it."""
+    __tracebackhide__ = _hide_plugin_frame
+    unknown = sorted(set(kwargs) - set(run_keywords()) - set(MARKER_ONLY_KEYWORDS))
+    if unknown:
+        raise TypeError(f"rseq_stress() got unexpected keyword(s) {', '.join(unknown)}")
+    mutate = {**marker, **kwargs}.get("mutate")
+    if mutate is None:
+        mutate = state.settings.mutate
+    if not isinstance(mutate, bool):
+        raise TypeError(f"rseq_stress(): mutate must be True or False, got {mutate!r}")
+    call = {k: v for k, v in kwargs.items() if k not in MARKER_ONLY_KEYWORDS}
+    if workload is not None:
+        call["workload"] = workload
+    spec = RunSpec.from_layers(
+        state.settings.run_defaults(),
+        {k: v for k, v in marker.items() if k not in MARKER_ONLY_KEYWORDS},
+        call,
+        default_seed=seeds.derive(state.seed, nodeid, index),
+    )
+    if state.settings.smoke:
+        spec = replace(spec, duration=min(spec.duration, options.SMOKE_DURATION_S))
+    return spec, mutate
+
+
 @pytest.fixture
 def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
     """A callable with ``pytest_rseq.run``'s signature, defaulted from options and the marker.
@@ -121,26 +154,8 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
 
     def stress(workload: Any = None, **kwargs: Any) -> StressResult:
         __tracebackhide__ = _hide_plugin_frame
-        unknown = sorted(set(kwargs) - set(run_keywords()) - set(MARKER_ONLY_KEYWORDS))
-        if unknown:
-            raise TypeError(f"rseq_stress() got unexpected keyword(s) {', '.join(unknown)}")
-        mutate = {**marker, **kwargs}.get("mutate")
-        if mutate is None:
-            mutate = state.settings.mutate
-        if not isinstance(mutate, bool):
-            raise TypeError(f"rseq_stress(): mutate must be True or False, got {mutate!r}")
-        call = {k: v for k, v in kwargs.items() if k not in MARKER_ONLY_KEYWORDS}
-        if workload is not None:
-            call["workload"] = workload
         index = len(rows)
-        spec = RunSpec.from_layers(
-            state.settings.run_defaults(),
-            {k: v for k, v in marker.items() if k not in MARKER_ONLY_KEYWORDS},
-            call,
-            default_seed=seeds.derive(state.seed, item.nodeid, index),
-        )
-        if state.settings.smoke:
-            spec = replace(spec, duration=min(spec.duration, options.SMOKE_DURATION_S))
+        spec, mutate = _call_spec(state, marker, workload, kwargs, item.nodeid, index)
         if spec.chaos.hotplug_hz > 0 and not state.settings.allow_hotplug:
             pytest.skip("CPU hotplug chaos (hotplug_hz > 0) needs --rseq-allow-hotplug")
         library = spec.workload.library
