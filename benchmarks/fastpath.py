@@ -139,9 +139,6 @@ def _harness(v: Variant, threads: int, per_thread: int) -> dict[str, Any]:
         threads=threads,
         ops_per_thread=per_thread,
         duration=600.0,
-        chaos=None,
-        path="rseq",
-        registration="auto",
         seed=1,
     )
     cpu0 = time.process_time()

@@ -302,11 +302,8 @@ def test_native_hotplug_injector_on_a_fake_tree(tmp_path: Path) -> None:
     spec = RunSpec.build(
         "counter",
         threads=2,
-        ops_per_thread=None,
         duration=0.3,
         chaos=Chaos(hotplug_hz=10),
-        path="rseq",
-        registration="auto",
         seed=3,
     )
     host = HostPrep(hotplug_cpus=(1,), hotplug_root=str(sysfs))
@@ -325,11 +322,8 @@ def test_native_hotplug_refuses_cpu0(tmp_path: Path) -> None:
     spec = RunSpec.build(
         "counter",
         threads=1,
-        ops_per_thread=None,
         duration=0.1,
         chaos=Chaos(hotplug_hz=10),
-        path="rseq",
-        registration="auto",
         seed=3,
     )
     host = HostPrep(hotplug_cpus=(0,), hotplug_root=str(tmp_path))

@@ -153,10 +153,7 @@ def test_repro_line_keeps_library_options() -> None:
     spec = RunSpec.build(
         "counter",
         threads=2,
-        ops_per_thread=None,
         duration=0.1,
-        chaos=None,
-        path="rseq",
         registration="own",
         seed=7,
     )

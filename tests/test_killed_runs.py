@@ -362,11 +362,7 @@ def test_a_child_whose_owner_is_already_dead_exits_at_once(tmp_path: Path) -> No
     spec = RunSpec.build(
         "counter",
         threads=1,
-        ops_per_thread=None,
         duration=30,
-        chaos=None,
-        path="rseq",
-        registration="auto",
         seed=1,
     )
     order = ChildOrder(spec, HostPrep(), result_path=str(tmp_path / "result.json"))

@@ -254,11 +254,7 @@ def test_default_cap_is_ten_times_the_duration_and_at_least_one_second() -> None
         spec = RunSpec.build(
             "counter",
             threads=1,
-            ops_per_thread=None,
             duration=duration,
-            chaos=None,
-            path="rseq",
-            registration="auto",
             seed=1,
             evidence_cap=given,
         )
@@ -269,11 +265,7 @@ def test_default_cap_is_ten_times_the_duration_and_at_least_one_second() -> None
         RunSpec.build(
             "counter",
             threads=1,
-            ops_per_thread=None,
             duration=1,
-            chaos=None,
-            path="rseq",
-            registration="auto",
             seed=1,
         ).chaos
         == Chaos.default()
