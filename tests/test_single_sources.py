@@ -12,6 +12,7 @@ import pytest
 from cffi import FFI
 
 from pytest_rseq import Chaos, StressResult, Workload
+from pytest_rseq._native import load
 from pytest_rseq.engine.counters import Counters, counter_names, struct_counters
 from pytest_rseq.engine.evidence import EVIDENCE_BITS
 from pytest_rseq.engine.injectors import BY_FIELD, INJECTORS
@@ -90,6 +91,8 @@ def test_the_registry_is_chaos_and_the_native_counters() -> None:
         assert inj.counter in counter_names() and set(inj.proof) <= set(counter_names())
         assert inj.counter == inj.proof[0]
         assert inj.evidence is None or inj.evidence in EVIDENCE_BITS
+    config = {name for name, _ in load()[0].typeof("struct prseq_config").fields}
+    assert set(BY_FIELD) <= config, "every injector's rate is a struct prseq_config field"
 
 
 def test_the_docs_injector_table_is_the_registry() -> None:

@@ -25,6 +25,7 @@ from .._native import load
 from ..host.abi import OWNERS, probe_abi
 from ..host.prep import HostPrep
 from .counters import counter_names
+from .injectors import INJECTORS
 from .spec import FALLBACK_ATTEMPTS, ChildOrder, RunSpec, deadlines, fallback_deadline
 from .workload import Workload
 
@@ -74,15 +75,8 @@ def _config(ffi: Any, spec: RunSpec, host: HostPrep, keep: list[Any]) -> Any:
     cfg.seed = spec.seed
     cfg.cs_delay = int(chaos.cs_delay)
     cfg.sample_every = spec.sample_every
-    for name in (
-        "affinity_hz",
-        "cpuset_hz",
-        "churn_hz",
-        "fork_hz",
-        "membarrier_hz",
-        "hotplug_hz",
-    ):
-        setattr(cfg, name, float(getattr(chaos, name)))
+    for inj in INJECTORS:  # each rate goes to the struct prseq_config field of its name
+        setattr(cfg, inj.field, float(getattr(chaos, inj.field)))
     # The storm's rate is split between tgkill and per-thread timers.
     cfg.signals_hz = float(chaos.signals_hz) / 2
     cfg.timer_hz = float(chaos.signals_hz) / 2

@@ -113,5 +113,5 @@ def _child(err: int) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in BLOCK_ERRNOS:
-        sys.exit(f"usage: python -m {__name__} ENOSYS|EPERM")
+        sys.exit("usage: python -m pytest_rseq.gate.seccomp ENOSYS|EPERM")
     sys.exit(_child(BLOCK_ERRNOS[sys.argv[1]]))
