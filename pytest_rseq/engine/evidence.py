@@ -11,6 +11,7 @@ import errno
 from typing import Any
 
 from .chaos import Chaos
+from .injectors import INJECTORS, Injector
 from .spec import RunSpec
 
 # The PRSEQ_EVIDENCE_* bits of the native core, by name (values read from the core).
@@ -26,6 +27,14 @@ EVIDENCE_BITS = (
 )
 
 
+EVIDENCE_OWNERS: dict[str, Injector] = {
+    inj.evidence: inj
+    for inj in INJECTORS
+    if inj.evidence and sum(i.evidence == inj.evidence for i in INJECTORS) == 1
+}
+"""The evidence items one injector alone asks for (a migration has two: affinity, cpuset)."""
+
+
 def missing_evidence(mask: int) -> list[str]:
     """Names of the ``PRSEQ_EVIDENCE_*`` bits set in ``mask`` (the native core decides)."""
     from .._native import load
@@ -38,6 +47,8 @@ def _why_missing(name: str, chaos: Chaos, run: dict[str, Any]) -> str:
     """What the run did not show, and what to change so it does."""
     secs = f"{run.get('duration_s', 0.0):.2f} s"
     rseq = run.get("path") == "rseq"
+    owner = EVIDENCE_OWNERS.get(name)
+    asked = f"{owner.field}={getattr(chaos, owner.field):g} requested but" if owner else ""
     if name == "aborts":
         return (
             f"no critical section was aborted in {secs}: raise cs_delay or signals_hz, "
@@ -45,17 +56,17 @@ def _why_missing(name: str, chaos: Chaos, run: dict[str, Any]) -> str:
         )
     if name == "signal":
         if not rseq:
-            return f"signals_hz={chaos.signals_hz:g} requested but no signal reached a worker"
+            return f"{asked} no signal reached a worker"
         return (
-            f"signals_hz={chaos.signals_hz:g} requested but no signal aborted a section in "
+            f"{asked} no signal aborted a section in "
             f"{secs} ({run.get('signals_delivered', 0)} delivered): raise signals_hz or "
             "cs_delay, or use a longer duration"
         )
     if name == "membarrier":
         if not rseq:
-            return f"membarrier_hz={chaos.membarrier_hz:g} requested but no fence was issued"
+            return f"{asked} no fence was issued"
         return (
-            f"membarrier_hz={chaos.membarrier_hz:g} requested but no membarrier fence "
+            f"{asked} no membarrier fence "
             f"aborted a section in {secs} ({run.get('membarriers', 0)} fences): raise "
             "membarrier_hz or cs_delay, or use a longer duration"
         )
@@ -74,16 +85,16 @@ def _why_missing(name: str, chaos: Chaos, run: dict[str, Any]) -> str:
         return text
     if name == "churn":
         return (
-            f"churn_hz={chaos.churn_hz:g} requested but no worker thread was replaced "
+            f"{asked} no worker thread was replaced "
             f"(threads_started={run.get('threads_started', 0)}): raise churn_hz or the duration"
         )
     if name == "fork":
         return (
-            f"fork_hz={chaos.fork_hz:g} requested but no fork child completed its ops: "
+            f"{asked} no fork child completed its ops: "
             "raise fork_hz or the duration"
         )
     if name == "hotplug":
-        return f"hotplug_hz={chaos.hotplug_hz:g} requested but no CPU went offline or online"
+        return f"{asked} no CPU went offline or online"
     return (
         f"the workers were seen on {run.get('distinct_cpus', 0)} CPU(s), never in parallel "
         "on two: use more threads or a longer duration"
