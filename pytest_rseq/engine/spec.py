@@ -124,6 +124,47 @@ def check_seed(value: Any) -> int:
     return _check_int("seed", value, 0, SEED_MAX)
 
 
+def _validated(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (the fields of a :class:`RunSpec`) checked, numbers normalized.
+
+    Raises:
+        ValueError: a value is out of range or of the wrong type (the message names it).
+    """
+    __tracebackhide__ = hide_for_caller_errors
+    out = dict(values)
+    if not isinstance(out["isolate"], bool):
+        raise ValueError(f"isolate must be True or False, got {out['isolate']!r}")
+    if not isinstance(out["workload"], Workload):
+        raise ValueError(f"workload must be a Workload, got {out['workload']!r}")
+    if not isinstance(out["chaos"], Chaos):
+        raise ValueError(f"chaos must be a Chaos, got {out['chaos']!r}")
+    check_threads(out["threads"])
+    if out["ops_per_thread"] is not None:
+        _check_int("ops_per_thread", out["ops_per_thread"], 1, MAX_OPS_PER_THREAD)
+    out["duration"] = check_duration(out["duration"])
+    if out["evidence_cap"] is not None:
+        out["evidence_cap"] = check_evidence_cap(out["evidence_cap"])
+    _check_choice("path", out["path"], PATHS)
+    _check_choice("registration", out["registration"], REGISTRATIONS)
+    check_seed(out["seed"])
+    if not out["isolate"]:
+        _check_in_process(out["registration"], out["chaos"])
+    return out
+
+
+def _check_in_process(registration: str, chaos: Chaos) -> None:
+    __tracebackhide__ = hide_for_caller_errors
+    if registration not in IN_PROCESS_REGISTRATIONS:
+        raise ValueError(
+            f"registration={registration!r} needs isolate=True (it changes how the process starts)"
+        )
+    if chaos.cpuset_hz > 0 or chaos.hotplug_hz > 0:
+        raise ValueError(
+            "chaos with cpuset_hz or hotplug_hz needs isolate=True (it moves and "
+            "offlines CPUs under the stressed process)"
+        )
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One stress run, validated: what ``run()`` was asked for, with every default resolved.
@@ -154,37 +195,8 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         __tracebackhide__ = hide_for_caller_errors
-        if not isinstance(self.isolate, bool):
-            raise ValueError(f"isolate must be True or False, got {self.isolate!r}")
-        if not isinstance(self.workload, Workload):
-            raise ValueError(f"workload must be a Workload, got {self.workload!r}")
-        if not isinstance(self.chaos, Chaos):
-            raise ValueError(f"chaos must be a Chaos, got {self.chaos!r}")
-        check_threads(self.threads)
-        if self.ops_per_thread is not None:
-            _check_int("ops_per_thread", self.ops_per_thread, 1, MAX_OPS_PER_THREAD)
-        object.__setattr__(self, "duration", check_duration(self.duration))
-        if self.evidence_cap is not None:
-            object.__setattr__(self, "evidence_cap", check_evidence_cap(self.evidence_cap))
-        _check_choice("path", self.path, PATHS)
-        _check_choice("registration", self.registration, REGISTRATIONS)
-        check_seed(self.seed)
-        self._check_in_process()
-
-    def _check_in_process(self) -> None:
-        __tracebackhide__ = hide_for_caller_errors
-        if self.isolate:
-            return
-        if self.registration not in IN_PROCESS_REGISTRATIONS:
-            raise ValueError(
-                f"registration={self.registration!r} needs isolate=True "
-                "(it changes how the process starts)"
-            )
-        if self.chaos.cpuset_hz > 0 or self.chaos.hotplug_hz > 0:
-            raise ValueError(
-                "chaos with cpuset_hz or hotplug_hz needs isolate=True (it moves and "
-                "offlines CPUs under the stressed process)"
-            )
+        for name, value in _validated(self.__dict__).items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def build(
@@ -213,18 +225,21 @@ class RunSpec:
             raise ValueError(f"chaos must be a Chaos, got {chaos!r}")
         if threads is None:
             threads = max(1, min(MAX_THREADS, round(chaos.oversubscribe * allowed_cpus())))
-        return cls(
-            workload=as_workload(workload),
-            threads=threads,
-            ops_per_thread=ops_per_thread,
-            duration=duration,
-            chaos=chaos,
-            path=path,
-            registration=registration,
-            isolate=isolate,
-            seed=random_seed() if seed is None else seed,
-            evidence_cap=evidence_cap,
-        )
+        values = {
+            "workload": as_workload(workload),
+            "threads": threads,
+            "ops_per_thread": ops_per_thread,
+            "duration": duration,
+            "chaos": chaos,
+            "path": path,
+            "registration": registration,
+            "isolate": isolate,
+            "seed": random_seed() if seed is None else seed,
+            "evidence_cap": evidence_cap,
+        }
+        # Checked here as well as in __post_init__: an error then points at the
+        # caller's line, not at the dataclass's generated __init__.
+        return cls(**_validated(values))
 
     @classmethod
     def from_layers(cls, *layers: Mapping[str, Any], default_seed: int | None = None) -> RunSpec:
