@@ -131,16 +131,14 @@ def _harness(v: Variant, threads: int, per_thread: int) -> dict[str, Any]:
     it (same invariant sampling, same batches); the oracle is skipped here and
     checked below (total == ops), and only the native run is timed.
     """
-    from pytest_rseq.engine import driver, runner
+    from pytest_rseq.engine import driver
+    from pytest_rseq.engine.spec import RunSpec
 
-    spec = runner.build_spec(
+    spec = RunSpec.build(
         str(v.target),
         threads=threads,
         ops_per_thread=per_thread,
         duration=600.0,
-        chaos=None,
-        path="rseq",
-        registration="auto",
         seed=1,
     )
     cpu0 = time.process_time()

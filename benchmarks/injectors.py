@@ -10,9 +10,12 @@ with its message, never as a rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import fmt, median, table
+
+if TYPE_CHECKING:
+    from pytest_rseq.engine.injectors import Injector
 
 DURATION_S = 0.5
 QUICK_DURATION_S = 0.05
@@ -21,42 +24,28 @@ OVERSUBSCRIBE = (1.0, 2.0)
 
 
 @dataclass(frozen=True)
-class Injector:
-    """One ``Chaos`` field, the ``StressResult`` field that counts its effect, its rates."""
+class Rates:
+    """The rates one injector is measured at, and the rate asked of this machine (0: none)."""
 
-    field: str
-    counted_by: str
     rates: tuple[float, ...]
-    target: float  # the rate the issue asks this machine to reach (0: none asked)
-    what: str
+    target: float
 
 
-INJECTORS = (
-    Injector(
-        "signals_hz",
-        "signals_delivered",
-        (10_000, 100_000, 150_000, 200_000, 300_000, 500_000, 1_000_000),
-        100_000,
-        "real-time signals delivered to workers",
-    ),
-    Injector(
-        "affinity_hz",
-        "affinity_changes",
-        (1_000, 5_000, 10_000, 100_000),
-        5_000,
-        "sched_setaffinity changes",
-    ),
-    Injector("cpuset_hz", "cpuset_shifts", (1_000, 2_000, 20_000), 1_000, "cpuset.cpus rewrites"),
-    Injector(
-        "churn_hz",
-        "threads_started",
-        (1_000, 10_000, 20_000, 100_000),
-        10_000,
-        "worker threads replaced",
-    ),
-    Injector("fork_hz", "forks", (100, 1_000, 10_000), 0, "forks"),
-    Injector("membarrier_hz", "membarriers", (10_000, 100_000, 1_000_000), 0, "rseq membarriers"),
-)
+RATES = {
+    "signals": Rates((10_000, 100_000, 150_000, 200_000, 300_000, 500_000, 1_000_000), 100_000),
+    "affinity": Rates((1_000, 5_000, 10_000, 100_000), 5_000),
+    "cpuset": Rates((1_000, 2_000, 20_000), 1_000),
+    "churn": Rates((1_000, 10_000, 20_000, 100_000), 10_000),
+    "fork": Rates((100, 1_000, 10_000), 0),
+    "membarrier": Rates((10_000, 100_000, 1_000_000), 0),
+}
+"""Measured injectors by registry name (hotplug is left out: it takes CPUs offline)."""
+
+
+def _registry() -> list[tuple[Injector, Rates]]:
+    from pytest_rseq.engine.injectors import INJECTORS
+
+    return [(inj, RATES[inj.name]) for inj in INJECTORS if inj.name in RATES]
 
 
 def _one(
@@ -69,9 +58,7 @@ def _one(
         res = pytest_rseq.run("counter", duration=duration, chaos=chaos, seed=seed)
     except Exception as exc:  # reported, not raised: one injector must not hide the others
         return {"error": f"{type(exc).__name__}: {exc}"}
-    count = getattr(res, inj.counted_by)
-    if inj.counted_by == "threads_started":
-        count -= res.threads  # the first thread of each slot is not a replacement
+    count = inj.effect(res.counters, res.threads)
     dur = res.duration_s if res.duration_s > 0 else duration
     sent = res.details.get("signals_sent") if inj.field == "signals_hz" else None
     return {
@@ -93,8 +80,11 @@ def measure(repeats: int, quick: bool) -> dict[str, Any]:
     """Run every injector at its rates ``repeats`` times; return the JSON section."""
     duration = QUICK_DURATION_S if quick else DURATION_S
     rows: list[dict[str, Any]] = []
-    for inj, over in [(i, o) for o in OVERSUBSCRIBE[: 1 if quick else None] for i in INJECTORS]:
-        rates = inj.rates[:1] if quick else inj.rates
+    measured = _registry()
+    for (inj, plan), over in [
+        (i, o) for o in OVERSUBSCRIBE[: 1 if quick else None] for i in measured
+    ]:
+        rates = plan.rates[:1] if quick else plan.rates
         for rate in rates:
             runs = [_one(inj, rate, over, duration, seed=1000 + i) for i in range(repeats)]
             good = [r for r in runs if not r.get("error")]
@@ -102,12 +92,12 @@ def measure(repeats: int, quick: bool) -> dict[str, Any]:
             rows.append(
                 {
                     "injector": inj.field,
-                    "counted_by": inj.counted_by,
-                    "what": inj.what,
+                    "counted_by": inj.counter,
+                    "what": inj.help,
                     "set_hz": rate,
                     "oversubscribe": over,
                     "threads": runs[0].get("threads"),
-                    "target_hz": inj.target or None,
+                    "target_hz": plan.target or None,
                     "runs": len(runs),
                     "runs_ok": sum(1 for r in good if r["ok"]),
                     "achieved_hz": median(r["achieved_hz"] for r in good),
@@ -120,7 +110,7 @@ def measure(repeats: int, quick: bool) -> dict[str, Any]:
                 }
             )
     ceilings = {}
-    for inj in INJECTORS:
+    for inj, plan in measured:
         mine = [r for r in rows if r["injector"] == inj.field and r["achieved_hz"] is not None]
         best_row = max(mine, key=lambda r: r["achieved_hz"], default=None)
         best = best_row["achieved_hz"] if best_row else None
@@ -129,8 +119,8 @@ def measure(repeats: int, quick: bool) -> dict[str, Any]:
             "best_at": None
             if best_row is None
             else {"set_hz": best_row["set_hz"], "threads": best_row["threads"]},
-            "target_hz": inj.target or None,
-            "meets_target": None if best is None or not inj.target else best >= inj.target,
+            "target_hz": plan.target or None,
+            "meets_target": None if best is None or not plan.target else best >= plan.target,
         }
     return {"duration_s": duration, "repeats": repeats, "rows": rows, "ceilings": ceilings}
 

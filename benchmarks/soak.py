@@ -60,7 +60,7 @@ def downstream_library() -> Path | None:
 
 def draw(rng: random.Random, workload: Any, canary: bool, cpuset_ok: bool) -> dict[str, Any]:
     """One run's keyword arguments for ``pytest_rseq.run`` (chaos as a mapping)."""
-    from pytest_rseq.engine.runner import PATHS, REGISTRATIONS
+    from pytest_rseq.engine.spec import PATHS, REGISTRATIONS
 
     chaos: dict[str, Any] = {}
     for name, (low, high) in RATES.items():

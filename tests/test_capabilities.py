@@ -41,7 +41,7 @@ def test_fingerprint_matches_auxv_and_glibc() -> None:
 
 
 def test_fingerprint_on_this_kind_of_machine() -> None:
-    """FACTS.md: Debian glibc 2.36 registers 20 bytes; the kernel announces 28, aligned 32."""
+    """Debian glibc 2.36 registers 20 bytes; the kernel announces 28, aligned 32 (measured)."""
     caps = capabilities()
     if caps["glibc"] != "glibc 2.36" or not caps["rseq_available"]:
         import pytest

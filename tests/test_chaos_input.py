@@ -298,21 +298,20 @@ def test_native_hotplug_injector_on_a_fake_tree(tmp_path: Path) -> None:
 
     Runs against a fake ``cpuN/online`` tree, so the real CPUs stay untouched.
     """
-    from pytest_rseq.engine.runner import build_spec, run_in_process
+    from pytest_rseq.engine.runner import run_in_process
+    from pytest_rseq.engine.spec import RunSpec
+    from pytest_rseq.host.prep import HostPrep
 
     sysfs = _fake_sysfs(tmp_path, {0: "1", 1: "1"})
-    spec = build_spec(
+    spec = RunSpec.build(
         "counter",
         threads=2,
-        ops_per_thread=None,
         duration=0.3,
         chaos=Chaos(hotplug_hz=10),
-        path="rseq",
-        registration="auto",
         seed=3,
     )
-    spec.update(hotplug_cpus=[1], hotplug_root=str(sysfs))
-    raw = run_in_process(spec)["runs"]["rseq"]
+    host = HostPrep(hotplug_cpus=(1,), hotplug_root=str(sysfs))
+    raw = run_in_process(spec, host)["runs"]["rseq"]
     assert raw["error"] is None
     assert raw["hotplug_events"] >= 2  # at least one offline and the online after it
     assert raw["hotplug_events"] % 2 == 0  # every offline was undone
@@ -320,20 +319,19 @@ def test_native_hotplug_injector_on_a_fake_tree(tmp_path: Path) -> None:
 
 
 def test_native_hotplug_refuses_cpu0(tmp_path: Path) -> None:
-    from pytest_rseq.engine.runner import build_spec, run_in_process
+    from pytest_rseq.engine.runner import run_in_process
+    from pytest_rseq.engine.spec import RunSpec
+    from pytest_rseq.host.prep import HostPrep
 
-    spec = build_spec(
+    spec = RunSpec.build(
         "counter",
         threads=1,
-        ops_per_thread=None,
         duration=0.1,
         chaos=Chaos(hotplug_hz=10),
-        path="rseq",
-        registration="auto",
         seed=3,
     )
-    spec.update(hotplug_cpus=[0], hotplug_root=str(tmp_path))
-    raw = run_in_process(spec)["runs"]["rseq"]
+    host = HostPrep(hotplug_cpus=(0,), hotplug_root=str(tmp_path))
+    raw = run_in_process(spec, host)["runs"]["rseq"]
     assert "hotplug injector setup" in raw["error"]
 
 

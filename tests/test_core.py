@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -147,25 +148,19 @@ def test_get_include_holds_the_header() -> None:
 
 def test_repro_line_keeps_library_options() -> None:
     from pytest_rseq.engine.oracle import repro_line
-    from pytest_rseq.engine.runner import build_spec
+    from pytest_rseq.engine.spec import RunSpec
 
-    spec = build_spec(
+    spec = RunSpec.build(
         "counter",
         threads=2,
-        ops_per_thread=None,
         duration=0.1,
-        chaos=None,
-        path="rseq",
         registration="own",
         seed=7,
     )
-    spec["workload"] = {
-        "name": "lib.so:w",
-        "library": "/x/lib.so",
-        "symbol": "w",
-        "preload": True,
-        "registers_itself": True,
-    }
+    wl = Workload(
+        name="lib.so:w", library="/x/lib.so", symbol="w", preload=True, registers_itself=True
+    )
+    spec = dataclasses.replace(spec, workload=wl)
     line = repro_line(spec)
     assert "Workload.from_library('/x/lib.so', 'w', preload=True, registers_itself=True)" in line
     assert "registration='own'" in line and "seed=7" in line

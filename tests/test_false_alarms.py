@@ -15,7 +15,8 @@ import pytest
 from pytest_rseq import Chaos, capabilities, run
 from pytest_rseq._native import load
 from pytest_rseq.engine import driver as _child
-from pytest_rseq.engine.runner import build_spec
+from pytest_rseq.engine.spec import RunSpec
+from pytest_rseq.host.prep import HostPrep
 
 CAPS = capabilities()
 CPUS = sorted(os.sched_getaffinity(0))
@@ -28,7 +29,7 @@ RSEQ = pytest.mark.skipif(
 HANG_LIMIT_S = 60
 
 
-def _spec(workload: str, **kw: Any) -> dict[str, Any]:
+def _spec(workload: str, **kw: Any) -> RunSpec:
     args: dict[str, Any] = {
         "threads": 2,
         "ops_per_thread": None,
@@ -39,7 +40,7 @@ def _spec(workload: str, **kw: Any) -> dict[str, Any]:
         "seed": 1,
     }
     args.update(kw)
-    return build_spec(workload, **args)
+    return RunSpec.build(workload, **args)
 
 
 @RSEQ
@@ -151,14 +152,14 @@ def _node_tree(root: Path, node: int) -> Path:
 def test_node_map_is_read_from_the_node_directories(tmp_path: Path) -> None:
     """A fake tree saying every CPU is on node 7: the node_id check fires (it was read)."""
     spec = _spec("counter", duration=0.1)
-    spec["node_root"] = str(_node_tree(tmp_path, 7))
-    rseq = _child.run_spec(spec)["runs"]["rseq"]
+    host = HostPrep(node_root=str(_node_tree(tmp_path, 7)))
+    rseq = _child.run_spec(spec, host)["runs"]["rseq"]
     assert rseq["invariant_violations"] > 0 and rseq["first_violation"][0] == 6
 
 
 def test_missing_node_tree_means_unknown_nodes(tmp_path: Path) -> None:
     """No node directory: every node is unknown, the run goes on with no node check."""
     spec = _spec("counter", duration=0.1)
-    spec["node_root"] = str(tmp_path / "absent")
-    rseq = _child.run_spec(spec)["runs"]["rseq"]
+    host = HostPrep(node_root=str(tmp_path / "absent"))
+    rseq = _child.run_spec(spec, host)["runs"]["rseq"]
     assert rseq["invariant_violations"] == 0 and not rseq["error"] and rseq["ops"] > 0

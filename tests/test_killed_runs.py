@@ -27,11 +27,12 @@ import psutil
 import pytest
 
 from pytest_rseq.engine.child_process import child_env
-from pytest_rseq.engine.runner import build_spec
+from pytest_rseq.engine.spec import ChildOrder, RunSpec
 from pytest_rseq.errors import CapabilityMissing
 from pytest_rseq.host import cpuset, hotplug, stale
 from pytest_rseq.host.capabilities import cgroup_info
 from pytest_rseq.host.parent_watch import EXIT_OWNER_GONE
+from pytest_rseq.host.prep import HostPrep
 
 BOUND_S = 5.0
 START_LIMIT_S = 60.0
@@ -358,21 +359,17 @@ def test_orphans_are_only_our_children_of_dead_owners() -> None:
 def test_a_child_whose_owner_is_already_dead_exits_at_once(tmp_path: Path) -> None:
     """The owner may die between starting the child and the child's watch: the child then
     exits without running (and without changing anything)."""
-    spec = build_spec(
+    spec = RunSpec.build(
         "counter",
         threads=1,
-        ops_per_thread=None,
         duration=30,
-        chaos=None,
-        path="rseq",
-        registration="auto",
         seed=1,
     )
-    spec["result_path"] = str(tmp_path / "result.json")
+    order = ChildOrder(spec, HostPrep(), result_path=str(tmp_path / "result.json"))
     env = {**child_env("auto"), stale.OWNER_ENV: "999999999:1"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest_rseq.engine.driver"],
-        input=json.dumps(spec).encode(),
+        input=json.dumps(order.to_json()).encode(),
         env=env,
         capture_output=True,
         timeout=START_LIMIT_S,

@@ -12,6 +12,7 @@ from pytest_rseq.engine import seeds
 from pytest_rseq.engine.result import StressResult
 from pytest_rseq.gate import report
 from pytest_rseq.plugin import check_marker, options, summary
+from pytest_rseq.plugin import rows as report_rows
 from pytest_rseq.plugin.options import Settings
 from pytest_rseq.plugin.progress import LiveLine
 
@@ -105,13 +106,15 @@ def test_marker_check_names_keyword_and_value() -> None:
 
 
 def test_rows_are_json_safe_and_carry_the_run_verdict() -> None:
-    row = report.make_row(make_result(), test="t::a", index=0, worker="gw0", host="h-1")
+    row = report_rows.make_row(make_result(), test="t::a", index=0, worker="gw0", host="h-1")
     assert json.loads(json.dumps(row)) == row
     assert row["churn"] == 3 and row["verdict"] == "ok"
     assert row["aborts_by_cause"] == {"signal": 0, "membarrier": 0, "preemption": 3}
 
     def verdict(**overrides: object) -> str:
-        row = report.make_row(make_result(**overrides), test="t", index=0, worker="m", host="h")
+        row = report_rows.make_row(
+            make_result(**overrides), test="t", index=0, worker="m", host="h"
+        )
         return str(row["verdict"])
 
     # Results built by hand: StressResult infers the verdict from ok, lost counts and error.
@@ -130,14 +133,14 @@ def test_rows_take_the_results_verdict_and_abort_causes_when_it_has_them() -> No
 
     base = make_result()
     newer = Newer(**{f: getattr(base, f) for f in base.__dataclass_fields__})
-    row = report.make_row(newer, test="t::a", index=0, worker="main", host="h")
+    row = report_rows.make_row(newer, test="t::a", index=0, worker="main", host="h")
     assert row["verdict"] == "no-evidence" and row["aborts_by_cause"] == causes
 
 
 def test_summary_table_and_per_cpu_chart() -> None:
     rows = [
-        report.make_row(make_result(), test="t::a", index=0, worker="main", host="h"),
-        report.make_row(
+        report_rows.make_row(make_result(), test="t::a", index=0, worker="main", host="h"),
+        report_rows.make_row(
             make_result(per_cpu=[0, 100, 20], ok=False, observed=90),
             test="t::b",
             index=1,
@@ -154,11 +157,11 @@ def test_summary_table_and_per_cpu_chart() -> None:
     assert lines[2].startswith("t::a ") and lines[2].endswith("ok")
     assert lines[3].startswith("t::b #1 [gw1]") and lines[3].endswith("FAILED: bug")
     assert "2 stress run(s): 1 failed (bug), 1 ok" in lines
-    assert report.per_cpu_totals(rows) == [60, 140, 20]
-    chart = report.per_cpu_chart(rows)
+    assert report_rows.per_cpu_totals(rows) == [60, 140, 20]
+    chart = report_rows.per_cpu_chart(rows)
     assert chart[2] == "  cpu   1 " + "#" * 40 + "  63.6%  140"
     assert chart[1].count("#") == round(40 * 60 / 140)
-    assert report.per_cpu_chart([]) == ["per-CPU distribution: no ops counted"]
+    assert report_rows.per_cpu_chart([]) == ["per-CPU distribution: no ops counted"]
 
 
 def test_host_id_ignores_the_cpu_the_probe_ran_on() -> None:
@@ -234,7 +237,7 @@ def test_a_row_gets_the_outcome_of_its_test() -> None:
 
     from pytest_rseq.plugin import _with_outcome
 
-    row = report.make_row(
+    row = report_rows.make_row(
         make_result(ok=False, observed=90), test="t::a", index=0, worker="main", host="h"
     )
     failed = SimpleNamespace(outcome="failed", passed=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rseq import CapabilityMissing, Chaos, capabilities, run
-from pytest_rseq.engine.child_process import seccomp_after_start
+from pytest_rseq.gate.seccomp import seccomp_after_start
 
 GLIBC_OWNS = capabilities()["owner"] == "glibc"
 needs_glibc = pytest.mark.skipif(

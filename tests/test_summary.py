@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_rseq.gate import report
+from pytest_rseq.plugin import rows as report_rows
 from pytest_rseq.plugin import summary
 from pytest_rseq.plugin.progress import Heartbeat
 
@@ -19,7 +19,7 @@ CAUSES = {"signal": 12, "membarrier": 3, "preemption": 12_330}
 
 
 def row(test: str = "t.py::test_a", **fields: Any) -> dict[str, Any]:
-    """A row as the plugin makes it (``report.make_row``), with the figures the summary shows."""
+    """A row as the plugin makes it (``rows.make_row``), with the figures the summary shows."""
     base: dict[str, Any] = {
         "test": test,
         "index": 0,
@@ -57,7 +57,7 @@ def row(test: str = "t.py::test_a", **fields: Any) -> dict[str, Any]:
     ],
 )
 def test_status_reads_the_verdict_with_the_test_outcome(fields: dict[str, Any], shown: str) -> None:
-    assert report.status(row(**fields)) == shown
+    assert report_rows.status(row(**fields)) == shown
 
 
 def test_totals_count_failed_tests_as_failures() -> None:
@@ -68,7 +68,7 @@ def test_totals_count_failed_tests_as_failures() -> None:
         row("t.py::test_ok_a", verdict="ok"),
         row("t.py::test_ok_b"),
     ]  # fmt: skip
-    assert report.totals(rows) == {"failed (bug)": 2, "ok": 2}
+    assert report_rows.totals(rows) == {"failed (bug)": 2, "ok": 2}
     assert summary.totals_line(rows) == "4 stress run(s): 2 failed (bug), 2 ok"
     lines = summary.summary_lines(rows)
     assert not any("caught" in line for line in lines)

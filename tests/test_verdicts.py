@@ -3,6 +3,7 @@ the extension up to the evidence cap, and abort attribution by cause."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from pytest_rseq import Chaos, StressResult, run
-from pytest_rseq.engine.oracle import EVIDENCE_BITS, evidence_reasons, missing_evidence, verdict_of
+from pytest_rseq.engine.evidence import EVIDENCE_BITS, evidence_reasons, missing_evidence
+from pytest_rseq.engine.oracle import verdict_of
+from pytest_rseq.engine.spec import RunSpec
 
 TWO_CPUS = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs 2 allowed CPUs (migration between them)"
@@ -92,9 +95,8 @@ def test_evidence_bits_come_from_the_core_and_are_distinct() -> None:
 
 
 def test_each_missing_item_is_explained_with_what_to_change() -> None:
-    chaos = dict(Chaos(signals_hz=5, membarrier_hz=5, churn_hz=1, fork_hz=1).to_dict())
-    chaos["hotplug_hz"] = 1
-    spec = {"chaos": chaos, "path": "rseq", "evidence_cap": 10.0}
+    chaos = Chaos(signals_hz=5, membarrier_hz=5, churn_hz=1, fork_hz=1, hotplug_hz=1)
+    spec = RunSpec.build("counter", chaos=chaos, seed=1, evidence_cap=10.0)
     for bit in range(len(EVIDENCE_BITS)):
         run_ = {"path": "rseq", "evidence_missing": 1 << bit, "duration_s": 3.0}
         (reason,) = evidence_reasons(spec, run_, "rseq")
@@ -102,7 +104,7 @@ def test_each_missing_item_is_explained_with_what_to_change() -> None:
         assert "evidence cap (10x" in reason
     run_ = {"path": "rseq", "evidence_missing": 2, "duration_s": 3.0}
     assert "signals_hz=5" in evidence_reasons(spec, run_, "rseq")[0]
-    budget = {**spec, "ops_per_thread": 100}
+    budget = dataclasses.replace(spec, ops_per_thread=100)
     assert "ops_per_thread" in evidence_reasons(budget, run_, "rseq")[0]
 
 
@@ -246,35 +248,27 @@ def test_evidence_cap_option_parses_repeats_and_reaches_run() -> None:
 
 
 def test_default_cap_is_ten_times_the_duration_and_at_least_one_second() -> None:
-    from pytest_rseq.engine.runner import build_spec
+    from pytest_rseq.engine.spec import RunSpec
 
     def cap(duration: float, given: float | None = None) -> float:
-        spec = build_spec(
+        spec = RunSpec.build(
             "counter",
             threads=1,
-            ops_per_thread=None,
             duration=duration,
-            chaos=None,
-            path="rseq",
-            registration="auto",
             seed=1,
             evidence_cap=given,
         )
-        return float(spec["evidence_cap"])
+        return spec.resolved_evidence_cap
 
     assert cap(0.3) == 10.0 and cap(0.02) == pytest.approx(50.0) and cap(0.02, 4) == 4.0
     assert (
-        build_spec(
+        RunSpec.build(
             "counter",
             threads=1,
-            ops_per_thread=None,
             duration=1,
-            chaos=None,
-            path="rseq",
-            registration="auto",
             seed=1,
-        )["chaos"]
-        == Chaos.default().to_dict()
+        ).chaos
+        == Chaos.default()
     )
 
 

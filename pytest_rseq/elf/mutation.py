@@ -14,10 +14,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..engine.chaos import Chaos
 from ..engine.result import StressResult
-from ..engine.workload import Workload
+from ..engine.spec import RunSpec
 
-Runner = Callable[[Workload, dict[str, Any]], StressResult]
+Runner = Callable[[RunSpec], StressResult]
 
 
 def outcome(result: StressResult) -> str:
@@ -27,11 +28,11 @@ def outcome(result: StressResult) -> str:
     return "survived" if result.verdict == "ok" else "inconclusive"
 
 
-def hint(kind: str, result: StressResult, chaos: Any) -> str:
+def hint(kind: str, result: StressResult, chaos: Chaos) -> str:
     """What might kill a survivor of class ``kind``, from what its run did and did not show."""
     tips: list[str] = []
-    oversubscribe = float(getattr(chaos, "oversubscribe", 1.0) or 1.0)
-    affinity_hz = float(getattr(chaos, "affinity_hz", 0) or 0)
+    oversubscribe = float(chaos.oversubscribe)
+    affinity_hz = float(chaos.affinity_hz)
     if kind == "bad-signature" and result.aborts == 0:
         tips.append("an abort: signals (signals_hz) or preemption inside the section")
     if kind != "bad-signature" and result.threads <= 1:
@@ -53,8 +54,8 @@ def _why(entry: dict[str, Any]) -> str:
     return first if len(first) <= 160 else first[:157] + "..."
 
 
-def run_mutants(workload: Workload, kwargs: dict[str, Any], runner: Runner) -> dict[str, Any]:
-    """Run ``runner`` on each mutant of ``workload``'s library with the same ``kwargs``.
+def run_mutants(spec: RunSpec, runner: Runner) -> dict[str, Any]:
+    """Run ``runner`` on ``spec`` with each mutant of its workload's library in its place.
 
     Returns the JSON-safe ``mutation`` record: ``score`` (``"killed 3/4"``),
     ``killed``, ``made``, one entry per mutant run (``mutants``) and one per
@@ -62,6 +63,7 @@ def run_mutants(workload: Workload, kwargs: dict[str, Any], runner: Runner) -> d
     """
     from .mutants import mutants
 
+    workload = spec.workload
     assert workload.library is not None
     runs: list[dict[str, Any]] = []
     not_made: list[dict[str, Any]] = []
@@ -76,7 +78,8 @@ def run_mutants(workload: Workload, kwargs: dict[str, Any], runner: Runner) -> d
             if m.path is None:
                 not_made.append({**entry, "reason": m.reason})
                 continue
-            result = runner(dataclasses.replace(workload, library=str(m.path)), dict(kwargs))
+            mutant = dataclasses.replace(workload, library=str(m.path))
+            result = runner(dataclasses.replace(spec, workload=mutant))
             entry.update(
                 change=m.change,
                 outcome=outcome(result),
@@ -89,7 +92,7 @@ def run_mutants(workload: Workload, kwargs: dict[str, Any], runner: Runner) -> d
                 reasons=list(result.reasons),
             )
             if entry["outcome"] == "survived":
-                entry["hint"] = hint(m.kind, result, kwargs.get("chaos"))
+                entry["hint"] = hint(m.kind, result, spec.chaos)
             runs.append(entry)
     killed = sum(1 for r in runs if r["outcome"] == "killed")
     return {

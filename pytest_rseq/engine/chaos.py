@@ -6,18 +6,15 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-# Upper bounds per field: past these a value is a typo, not a stress level.
+from .injectors import INJECTORS
+
 LIMITS: dict[str, float] = {
-    "signals_hz": 1_000_000,
-    "affinity_hz": 100_000,
-    "cpuset_hz": 20_000,
-    "churn_hz": 100_000,
-    "fork_hz": 10_000,
-    "membarrier_hz": 1_000_000,
-    "hotplug_hz": 10,
+    **{inj.field: inj.limit for inj in INJECTORS},
     "oversubscribe": 64,
     "cs_delay": 1_000_000,
 }
+"""Upper bounds per field (the injectors' from their registry): past these a value is a
+typo, not a stress level."""
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,14 @@ import site
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..host import perf, stale
+from ..host.prep import HostPrep
+from .spec import ChildOrder, RunSpec, deadlines
 from .workload import preload_env
 
-# On top of the run's own deadlines: interpreter start-up and the result file.
-CHILD_GRACE_S = 30.0
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -60,29 +59,29 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+def run_isolated(spec: RunSpec, host: HostPrep) -> dict[str, Any]:
     """Run ``spec`` in a fresh child process (its own session) and return the raw result.
 
     A crash of the child comes back as ``{"crash": "SIGSEGV", ...}``; the
     child's process group is killed on timeout or when the caller is
     interrupted (Ctrl-C, pytest-timeout).
     """
-    limit = spec["duration"] * (32 if spec["path"] == "both" else 1) + CHILD_GRACE_S
+    limit = deadlines(spec).child
     with tempfile.TemporaryDirectory(prefix="pytest-rseq-") as tmp:
-        spec = {**spec, "result_path": os.path.join(tmp, "result.json")}
+        order = ChildOrder(spec, host, result_path=os.path.join(tmp, "result.json"))
         spec_path = os.path.join(tmp, "spec.json")
         with open(spec_path, "w") as fh:
-            json.dump(spec, fh)
+            json.dump(order.to_json(), fh)
         perf_prefix, perf_out = perf.perf_wrapper(tmp)
         # Files, not pipes: a process the workload started may outlive the
         # child and hold its output open; the run is over when the child exits.
         with open(spec_path, "rb") as stdin, open(os.path.join(tmp, "stderr"), "w+b") as errf:
             proc = subprocess.Popen(
-                perf_prefix + child_argv(spec["registration"]),
+                perf_prefix + child_argv(spec.registration),
                 stdin=stdin,
                 stdout=subprocess.DEVNULL,
                 stderr=errf,
-                env=preload_env(child_env(spec["registration"]), spec),
+                env=preload_env(child_env(spec.registration), spec.workload),
                 start_new_session=True,
             )
             try:
@@ -102,7 +101,7 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
                 reap_group(proc.pid)
             stderr = _tail(errf, 4000)
         try:
-            with open(spec["result_path"]) as fh:
+            with open(order.result_path) as fh:
                 raw: dict[str, Any] = json.load(fh)
         except (OSError, ValueError):
             raw = {"runs": {}}
@@ -139,76 +138,3 @@ def signal_name(number: int) -> str:
         if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
             return f"SIGRTMIN+{number - signal.SIGRTMIN}"
         return f"signal {number}"
-
-
-@dataclass(frozen=True)
-class SeccompAfterStart:
-    """What happened when an rseq-blocking seccomp filter went in after start.
-
-    ``outcome`` is ``"abort"`` (the new thread killed the process, as glibc
-    >= 2.35 does when it owns registration: "rseq registration failed"),
-    ``"survived"`` (the thread started: glibc does not register, or does not
-    abort) or ``"error"`` (the scenario itself could not run).
-    """
-
-    errno: str
-    outcome: str
-    signal: str | None
-    glibc_message: bool
-    registration: str
-    stderr: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-safe mapping."""
-        return asdict(self)
-
-
-def seccomp_after_start(
-    errno_name: str = "ENOSYS", registration: str = "auto"
-) -> SeccompAfterStart:
-    """Install an rseq-blocking seccomp filter in a running child, then start a thread.
-
-    The child is expected to die (glibc aborts); the crash is captured and
-    reported, never raised. ``registration`` is ``"auto"`` or ``"own"`` (glibc's
-    registration off by tunable: the thread then starts).
-
-    Raises:
-        ValueError: ``errno_name`` is not ENOSYS or EPERM, or a bad registration.
-    """
-    if errno_name not in ("ENOSYS", "EPERM"):
-        raise ValueError(f"errno_name must be ENOSYS or EPERM; got {errno_name!r}")
-    if registration not in ("auto", "own"):
-        raise ValueError(f"registration must be auto or own; got {registration!r}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_rseq.engine.driver", "--seccomp-after-start", errno_name],
-        env=child_env(registration),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=CHILD_GRACE_S)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill_group(proc)
-        out, err = proc.communicate()
-    finally:
-        kill_group(proc)
-    stderr = err.decode(errors="replace")[-2000:]
-    if timed_out:
-        outcome, sig = "error", None
-    elif proc.returncode < 0:
-        outcome, sig = "abort", signal_name(-proc.returncode)
-    elif proc.returncode == 0 and "thread-started" in out.decode(errors="replace"):
-        outcome, sig = "survived", None
-    else:
-        outcome, sig = "error", None
-    return SeccompAfterStart(
-        errno=errno_name,
-        outcome=outcome,
-        signal=sig,
-        glibc_message="rseq registration failed" in stderr,
-        registration=registration,
-        stderr=stderr,
-    )

@@ -1,10 +1,13 @@
-"""Low-level: the child-process side of a run.
+"""The driver: one run of a :class:`RunSpec` in this process, through the native core.
 
-The parent (runner.py) starts ``python -m pytest_rseq.engine.driver`` in a new
-session, gives it the run's spec as JSON on its stdin, and reads the result
-from the file named in the spec once this process has exited. A crash of the
+``run_spec`` makes the ``prseq_run`` calls (both halves of ``path="both"``)
+and returns the raw result; ``runner.run_in_process`` calls it in a thread,
+and as a module it is the stress child: ``child_process.py`` starts
+``python -m pytest_rseq.engine.driver`` in a new session, gives it a
+:class:`ChildOrder` as JSON on its stdin, and reads the result from the file
+the order names once this process has exited. A crash of the
 workload only kills this process. When the process that started it dies,
-this process undoes its changes and exits (``parent_watch.py``).
+this process undoes its changes and exits (``host/parent_watch.py``).
 ``--block ENOSYS|EPERM`` installs a seccomp filter that makes the rseq
 syscall fail and re-executes the child, so glibc starts without rseq, exactly
 as under a container profile that blocks it.
@@ -19,71 +22,20 @@ import sys
 from typing import Any
 
 from .._native import load
+from ..host.abi import OWNERS, probe_abi
+from ..host.prep import HostPrep
+from .counters import counter_names
+from .injectors import INJECTORS
+from .spec import FALLBACK_ATTEMPTS, ChildOrder, RunSpec, deadlines, fallback_deadline
+from .workload import Workload
 
 MM_CID_WORKLOADS = ("counter_mm_cid", "canary_clobber_mm_cid")
-OWNERS = {0: "none", 1: "glibc", 2: "own", 3: "workload"}
 PATHS = {0: "rseq", 1: "fallback"}
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
 
-_RESULT_COUNTERS = (
-    "threads",
-    "ops",
-    "expected",
-    "observed",
-    "aborts",
-    "aborts_signal",
-    "aborts_membarrier",
-    "migrations",
-    "signals_sent",
-    "signals_delivered",
-    "affinity_changes",
-    "cpuset_shifts",
-    "cpuset_errors",
-    "cpuset_errno",
-    "threads_started",
-    "forks",
-    "fork_errors",
-    "membarriers",
-    "hotplug_events",
-    "timer_signals",
-    "invariant_samples",
-    "invariant_violations",
-    "evidence_missing",
-    "distinct_cpus",
-    "evidence_moves",
-    "affinity_swaps",
-)
-_ABI_FIELDS = (
-    "glibc_symbols",
-    "rseq_offset",
-    "glibc_size",
-    "glibc_flags",
-    "feature_size",
-    "align",
-    "usable_size",
-    "glibc_cpu_id",
-    "syscall_errno",
-    "available",
-    "owner",
-    "mm_cid_usable",
-    "node_id_usable",
-    "own_size",
-    "own_align",
-)
-
-
-def probe_abi() -> dict[str, Any]:
-    """Return the rseq ABI of this process, as ``struct prseq_abi_info`` reports it."""
-    ffi, lib = load()
-    info = ffi.new("struct prseq_abi_info *")
-    lib.prseq_abi_probe(info)
-    data: dict[str, Any] = {name: int(getattr(info, name)) for name in _ABI_FIELDS}
-    data["owner"] = OWNERS.get(data["owner"], "none")
-    return data
-
 
 def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {name: int(getattr(res, name)) for name in _RESULT_COUNTERS}
+    data: dict[str, Any] = {name: int(getattr(res, name)) for name in counter_names()}
     data["error"] = ffi.string(res.errmsg).decode(errors="replace") if res.error else None
     data["errno"] = int(res.error)
     data["path"] = PATHS.get(int(res.path), "fallback")
@@ -97,143 +49,132 @@ def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
     return data
 
 
-def _resolve_workload(ffi: Any, lib: Any, spec: dict[str, Any]) -> Any:
-    wl = spec["workload"]
-    if wl.get("library"):
+def _resolve_workload(ffi: Any, lib: Any, wl: Workload) -> Any:
+    if wl.library:
         err = ffi.new("char[]", 512)
-        ptr = lib.prseq_load_library(wl["library"].encode(), wl["symbol"].encode(), err, 512)
+        ptr = lib.prseq_load_library(wl.library.encode(), wl.symbol.encode(), err, 512)
         if ptr == ffi.NULL:
             raise LookupError(ffi.string(err).decode(errors="replace"))
         return ptr
-    ptr = lib.prseq_builtin(wl["name"].encode())
+    ptr = lib.prseq_builtin(wl.name.encode())
     if ptr == ffi.NULL:
-        raise LookupError(f"no built-in workload {wl['name']!r} in the native core")
+        raise LookupError(f"no built-in workload {wl.name!r} in the native core")
     return ptr
 
 
-def _config(ffi: Any, spec: dict[str, Any], keep: list[Any]) -> Any:
-    chaos = spec["chaos"]
+def _config(ffi: Any, spec: RunSpec, host: HostPrep, keep: list[Any]) -> Any:
+    chaos = spec.chaos
     cfg = ffi.new("struct prseq_config *")
-    cfg.threads = spec["threads"]
-    cfg.ops_per_thread = spec["ops_per_thread"] or 0
-    cfg.duration_s = spec["duration"]
-    cfg.evidence_cap_s = spec["duration"] * spec.get("evidence_cap", 1.0)
-    cfg.join_timeout_s = spec.get("join_timeout", 5.0)
-    cfg.own_registration = 1 if spec["registration"] == "own" else 0
-    cfg.workload_registers = 1 if spec["workload"].get("registers_itself") else 0
-    cfg.seed = spec["seed"]
-    cfg.cs_delay = int(chaos.get("cs_delay", 0))
-    cfg.sample_every = spec.get("sample_every", 64)
-    for name in (
-        "affinity_hz",
-        "cpuset_hz",
-        "churn_hz",
-        "fork_hz",
-        "membarrier_hz",
-        "hotplug_hz",
-    ):
-        setattr(cfg, name, float(chaos.get(name, 0)))
+    cfg.threads = spec.threads
+    cfg.ops_per_thread = spec.ops_per_thread or 0
+    cfg.duration_s = spec.duration
+    cfg.evidence_cap_s = deadlines(spec).first_half
+    cfg.join_timeout_s = spec.join_timeout
+    cfg.own_registration = 1 if spec.registration == "own" else 0
+    cfg.workload_registers = 1 if spec.workload.registers_itself else 0
+    cfg.seed = spec.seed
+    cfg.cs_delay = int(chaos.cs_delay)
+    cfg.sample_every = spec.sample_every
+    for inj in INJECTORS:  # each rate goes to the struct prseq_config field of its name
+        setattr(cfg, inj.field, float(getattr(chaos, inj.field)))
     # The storm's rate is split between tgkill and per-thread timers.
-    signals_hz = float(chaos.get("signals_hz", 0))
-    cfg.signals_hz = signals_hz / 2
-    cfg.timer_hz = signals_hz / 2
-    cpuset = spec.get("cpuset") or {}
-    for field, key in (
-        ("cpuset_dir", "dir"),
-        ("cpuset_tasks", "tasks"),
-        ("cpuset_choices", "choices"),
-    ):
-        if cpuset.get(key):
-            text = ffi.new("char[]", str(cpuset[key]).encode())
+    cfg.signals_hz = float(chaos.signals_hz) / 2
+    cfg.timer_hz = float(chaos.signals_hz) / 2
+    cpuset = host.cpuset or {}
+    texts = {
+        "cpuset_dir": cpuset.get("dir"),
+        "cpuset_tasks": cpuset.get("tasks"),
+        "cpuset_choices": cpuset.get("choices"),
+        "hotplug_cpus": ",".join(str(c) for c in host.hotplug_cpus),
+        "hotplug_root": host.hotplug_root,
+        "node_root": host.node_root,
+    }
+    for field, value in texts.items():
+        if value:
+            text = ffi.new("char[]", str(value).encode())
             keep.append(text)
             setattr(cfg, field, text)
-    if spec.get("hotplug_cpus"):
-        text = ffi.new("char[]", ",".join(str(c) for c in spec["hotplug_cpus"]).encode())
-        keep.append(text)
-        cfg.hotplug_cpus = text
-    for field in ("hotplug_root", "node_root"):
-        if spec.get(field):
-            root = ffi.new("char[]", str(spec[field]).encode())
-            keep.append(root)
-            setattr(cfg, field, root)
     keep.append(cfg)
     return cfg
 
 
-def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the spec in this process and return the raw result mapping."""
-    ffi, lib = load()
-    out: dict[str, Any] = {"abi": probe_abi(), "runs": {}}
-    registration = spec["registration"]
-    abi = out["abi"]
-    if registration == "glibc" and abi["owner"] != "glibc":
-        out["capability_missing"] = (
+def _capability_missing(spec: RunSpec, abi: dict[str, Any]) -> str | None:
+    """Why this process cannot run ``spec`` as asked (None: it can)."""
+    if spec.registration == "glibc" and abi["owner"] != "glibc":
+        return (
             f"glibc does not own the rseq area here "
             f"(__rseq_size={abi['glibc_size']}, "
             f"cpu_id={abi['glibc_cpu_id']})"
         )
-        return out
-    if registration == "own" and not abi["available"]:
-        out["capability_missing"] = (
-            f"the rseq syscall is unavailable ({errno.errorcode.get(abi['syscall_errno'], '?')})"
-        )
-        return out
-    uses_mm_cid = spec["workload"]["name"] in MM_CID_WORKLOADS and not spec["workload"]["library"]
-    if uses_mm_cid and spec["path"] != "fallback" and abi["available"] and not abi["mm_cid_usable"]:
+    if spec.registration == "own" and not abi["available"]:
+        return f"the rseq syscall is unavailable ({errno.errorcode.get(abi['syscall_errno'], '?')})"
+    uses_mm_cid = spec.workload.name in MM_CID_WORKLOADS and not spec.workload.library
+    if uses_mm_cid and spec.path != "fallback" and abi["available"] and not abi["mm_cid_usable"]:
         # Before Linux 6.3 mm_cid stays 0: every thread would share shard 0.
-        out["capability_missing"] = (
+        return (
             f"mm_cid is not provided here (AT_RSEQ_FEATURE_SIZE={abi['feature_size']}, "
             "Linux >= 6.3 needed)"
         )
+    return None
+
+
+def run_spec(spec: RunSpec, host: HostPrep | None = None) -> dict[str, Any]:
+    """Run the spec in this process and return the raw result mapping."""
+    host = host or HostPrep()
+    ffi, lib = load()
+    out: dict[str, Any] = {"abi": probe_abi(), "runs": {}}
+    missing = _capability_missing(spec, out["abi"])
+    if missing:
+        out["capability_missing"] = missing
         return out
     try:
-        workload = _resolve_workload(ffi, lib, spec)
+        workload = _resolve_workload(ffi, lib, spec.workload)
     except LookupError as exc:
         out["workload_error"] = str(exc)
         return out
 
-    if spec.get("cpuset"):
+    if host.cpuset:
         from ..host.cpuset import join_process
 
-        join_process(spec["cpuset"])
+        join_process(dict(host.cpuset))
     keep: list[Any] = []
-    cfg = _config(ffi, spec, keep)
+    cfg = _config(ffi, spec, host, keep)
     res = ffi.new("struct prseq_result *")
-    first_path = lib.PRSEQ_PATH_FALLBACK if spec["path"] == "fallback" else lib.PRSEQ_PATH_RSEQ
-    cfg.path = first_path
+    cfg.path = lib.PRSEQ_PATH_FALLBACK if spec.path == "fallback" else lib.PRSEQ_PATH_RSEQ
     lib.prseq_run(workload, cfg, res)
     first = _result_dict(ffi, res)
-    out["runs"]["fallback" if spec["path"] == "fallback" else "rseq"] = first
+    out["runs"]["fallback" if spec.path == "fallback" else "rseq"] = first
     if lib.prseq_stop_requested():
         # Stopped (Ctrl-C in an in-process run): the second half of "both" must
         # not start; the flag is cleared only by the caller before a whole run.
         out["stopped"] = True
-    elif spec["path"] == "both" and not first["error"]:
-        # Same seed, same chaos, and exactly the ops each slot did on the rseq path.
-        budgets = ffi.new("uint64_t[]", first["slot_ops"])
-        cfg.slot_budgets = budgets
-        cfg.ops_per_thread = 0
-        # A deadline for hangs only: the rseq counters run ~10x faster than
-        # their fallback (0.5 vs 5.5 ns an op), so the same budget takes ~10x longer.
-        # Measured from the rseq half's real length (evidence may have extended it).
-        cfg.duration_s = max(30 * first["duration_s"], first["duration_s"] + 20.0)
-        # The budgets end this half; its evidence (concurrency) is judged, never waited for.
-        cfg.evidence_cap_s = 0
-        cfg.path = lib.PRSEQ_PATH_FALLBACK
-        for attempt in range(1, FALLBACK_ATTEMPTS + 1):
-            lib.prseq_run(workload, cfg, res)
-            second = _result_dict(ffi, res)
-            out["runs"]["fallback"] = second
-            out["fallback_attempts"] = attempt
-            if not _only_evidence_missing(second) or lib.prseq_stop_requested():
-                break
+    elif spec.path == "both" and not first["error"]:
+        _fallback_half(workload, cfg, res, first, out)
     return out
 
 
-# The fallback half of "both" cannot be extended (its op budgets end it): when a
-# clean half showed no concurrency (e.g. a cpuset that held one CPU throughout),
-# it is run again with the same budgets, at most this many times in all.
-FALLBACK_ATTEMPTS = 3
+def _fallback_half(
+    workload: Any, cfg: Any, res: Any, first: dict[str, Any], out: dict[str, Any]
+) -> None:
+    """The fallback half of "both": same seed, same chaos, and exactly the ops each
+    slot did on the rseq path; a clean half without evidence is run again."""
+    ffi, lib = load()
+    budgets = ffi.new("uint64_t[]", first["slot_ops"])
+    cfg.slot_budgets = budgets
+    cfg.ops_per_thread = 0
+    # A deadline for hangs only, measured from the rseq half's real length
+    # (evidence may have extended it): see spec.fallback_deadline.
+    cfg.duration_s = fallback_deadline(first["duration_s"])
+    # The budgets end this half; its evidence (concurrency) is judged, never waited for.
+    cfg.evidence_cap_s = 0
+    cfg.path = lib.PRSEQ_PATH_FALLBACK
+    for attempt in range(1, FALLBACK_ATTEMPTS + 1):
+        lib.prseq_run(workload, cfg, res)
+        second = _result_dict(ffi, res)
+        out["runs"]["fallback"] = second
+        out["fallback_attempts"] = attempt
+        if not _only_evidence_missing(second) or lib.prseq_stop_requested():
+            break
 
 
 def _only_evidence_missing(run: dict[str, Any]) -> bool:
@@ -247,26 +188,7 @@ def _only_evidence_missing(run: dict[str, Any]) -> bool:
     )
 
 
-def _seccomp_after_start(err: int) -> int:
-    """Block rseq in this running process, then start a thread (glibc may abort)."""
-    import threading
-
-    _, lib = load()
-    rc = lib.prseq_block_rseq(err)
-    if rc < 0:
-        sys.stderr.write(f"pytest-rseq: installing the seccomp filter failed: {os.strerror(-rc)}\n")
-        return 3
-    worker = threading.Thread(target=lambda: None)
-    worker.start()
-    worker.join()
-    sys.stdout.write("thread-started\n")
-    sys.stdout.flush()
-    return 0
-
-
 def _main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "--seccomp-after-start" and argv[1] in BLOCK_ERRNOS:
-        return _seccomp_after_start(BLOCK_ERRNOS[argv[1]])
     if len(argv) == 2 and argv[0] == "--block" and argv[1] in BLOCK_ERRNOS:
         _, lib = load()
         rc = lib.prseq_block_rseq(BLOCK_ERRNOS[argv[1]])
@@ -276,15 +198,15 @@ def _main(argv: list[str]) -> int:
             )
             return 3
         os.execv(sys.executable, [sys.executable, "-m", "pytest_rseq.engine.driver"])
-    spec = json.loads(sys.stdin.read())
+    order = ChildOrder.from_json(json.loads(sys.stdin.read()))
     from ..host.parent_watch import watch_owner
 
-    watch = watch_owner(spec)
-    out = run_spec(spec)
+    watch = watch_owner(order.host)
+    out = run_spec(order.spec, order.host)
     if watch is not None:
         watch.run_returned()  # does not return when the owner died meanwhile
     text = json.dumps(out, allow_nan=False)
-    with open(spec["result_path"], "w") as fh:
+    with open(order.result_path, "w") as fh:
         fh.write(text)
     sys.stdout.flush()
     # Skip interpreter teardown: a workload's threads or handlers may linger.

@@ -12,7 +12,12 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from .result import StressResult
+from ..host.prep import HostPrep
+from .chaos import Chaos
+from .counters import Counters
+from .evidence import evidence_reasons, missing_evidence
+from .result import COUNTER_ATTRIBUTES, StressResult
+from .spec import DEFAULT_EVIDENCE_CAP, RunSpec
 
 VIOLATIONS = {
     1: "cpu_id_start != cpu_id outside a critical section",
@@ -22,105 +27,6 @@ VIOLATIONS = {
     5: "cpu_id is outside the thread's settled affinity mask",
     6: "node_id is not the NUMA node of cpu_id",
 }
-
-# The PRSEQ_EVIDENCE_* bits of the native core, by name (values read from the core).
-EVIDENCE_BITS = (
-    "aborts",
-    "signal",
-    "membarrier",
-    "migration",
-    "churn",
-    "fork",
-    "hotplug",
-    "concurrency",
-)
-
-
-def missing_evidence(mask: int) -> list[str]:
-    """Names of the ``PRSEQ_EVIDENCE_*`` bits set in ``mask`` (the native core decides)."""
-    from .._native import load
-
-    lib = load()[1]
-    return [n for n in EVIDENCE_BITS if mask & getattr(lib, f"PRSEQ_EVIDENCE_{n.upper()}")]
-
-
-def _why_missing(name: str, chaos: dict[str, Any], run: dict[str, Any]) -> str:
-    """What the run did not show, and what to change so it does."""
-    secs = f"{run.get('duration_s', 0.0):.2f} s"
-    rseq = run.get("path") == "rseq"
-    if name == "aborts":
-        return (
-            f"no critical section was aborted in {secs}: raise cs_delay or signals_hz, "
-            "oversubscribe the CPUs, or use a longer duration"
-        )
-    if name == "signal":
-        if not rseq:
-            return f"signals_hz={chaos['signals_hz']:g} requested but no signal reached a worker"
-        return (
-            f"signals_hz={chaos['signals_hz']:g} requested but no signal aborted a section in "
-            f"{secs} ({run.get('signals_delivered', 0)} delivered): raise signals_hz or "
-            "cs_delay, or use a longer duration"
-        )
-    if name == "membarrier":
-        if not rseq:
-            return f"membarrier_hz={chaos['membarrier_hz']:g} requested but no fence was issued"
-        return (
-            f"membarrier_hz={chaos['membarrier_hz']:g} requested but no membarrier fence "
-            f"aborted a section in {secs} ({run.get('membarriers', 0)} fences): raise "
-            "membarrier_hz or cs_delay, or use a longer duration"
-        )
-    if name == "migration":
-        text = (
-            f"no worker migrated between CPUs in {secs}: add or raise affinity_hz "
-            "(Chaos.default() has it), or use a longer duration"
-        )
-        if chaos.get("cpuset_hz", 0) > 0:
-            last = errno.errorcode.get(run.get("cpuset_errno", 0), run.get("cpuset_errno"))
-            text += (
-                f" (cpuset.cpus: {run.get('cpuset_shifts', 0)} writes, "
-                f"{run.get('cpuset_errors', 0)} refused, last errno {last}, "
-                f"last list {run.get('cpuset_last')!r})"
-            )
-        return text
-    if name == "churn":
-        return (
-            f"churn_hz={chaos['churn_hz']:g} requested but no worker thread was replaced "
-            f"(threads_started={run.get('threads_started', 0)}): raise churn_hz or the duration"
-        )
-    if name == "fork":
-        return (
-            f"fork_hz={chaos['fork_hz']:g} requested but no fork child completed its ops: "
-            "raise fork_hz or the duration"
-        )
-    if name == "hotplug":
-        return f"hotplug_hz={chaos['hotplug_hz']:g} requested but no CPU went offline or online"
-    return (
-        f"the workers were seen on {run.get('distinct_cpus', 0)} CPU(s), never in parallel "
-        "on two: use more threads or a longer duration"
-    )
-
-
-def evidence_reasons(spec: dict[str, Any], run: dict[str, Any], label: str) -> list[str]:
-    """Why a run that saw nothing wrong is no evidence (empty: it is).
-
-    The native core decides (``run["evidence_missing"]``, ``PRSEQ_EVIDENCE_*``);
-    this explains each missing item, what to change, and what ended the run.
-    """
-    missing = missing_evidence(int(run.get("evidence_missing", 0)))
-    if not missing:
-        return []
-    if label == "fallback" and spec["path"] == "both":
-        ended = "the fallback half runs the rseq half's op counts and is never extended"
-    elif spec.get("ops_per_thread"):
-        ended = "the op budget (ops_per_thread) ended the run first: raise it or drop it"
-    else:
-        ended = (
-            f"the run went on {run.get('extended_s', 0.0):.2f} s past its duration, up to "
-            f"the evidence cap ({spec.get('evidence_cap', 1.0):g}x the duration)"
-        )
-    return [
-        f"no evidence ({label}): {_why_missing(n, spec['chaos'], run)}; {ended}" for n in missing
-    ]
 
 
 def aborts_by_cause(run: dict[str, Any]) -> dict[str, int]:
@@ -134,35 +40,34 @@ def aborts_by_cause(run: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def repro_line(spec: dict[str, Any]) -> str:
+def repro_line(spec: RunSpec) -> str:
     """Return a shell command that repeats the run with the same seed."""
-    wl = spec["workload"]
-    target = repr(wl["name"])
-    if wl["library"]:
-        options = [repr(wl["library"]), repr(wl["symbol"])]
-        if wl.get("preload") is not None:
-            options.append(f"preload={wl['preload']!r}")
-        if wl.get("registers_itself"):
+    wl = spec.workload
+    target = repr(wl.name)
+    if wl.library:
+        options = [repr(wl.library), repr(wl.symbol)]
+        if wl.preload is not None:
+            options.append(f"preload={wl.preload!r}")
+        if wl.registers_itself:
             options.append("registers_itself=True")
         target = f"Workload.from_library({', '.join(options)})"
-    chaos = ", ".join(
-        f"{k}={v!r}" for k, v in spec["chaos"].items() if v != {"oversubscribe": 1.0}.get(k, 0)
-    )
+    base = Chaos().to_dict()
+    chaos = ", ".join(f"{k}={v!r}" for k, v in spec.chaos.to_dict().items() if v != base[k])
     args = [
         target,
-        f"threads={spec['threads']}",
-        f"duration={spec['duration']!r}",
+        f"threads={spec.threads}",
+        f"duration={spec.duration!r}",
         f"chaos=Chaos({chaos})",
-        f"path={spec['path']!r}",
-        f"registration={spec['registration']!r}",
-        f"seed={spec['seed']}",
+        f"path={spec.path!r}",
+        f"registration={spec.registration!r}",
+        f"seed={spec.seed}",
     ]
-    if spec.get("ops_per_thread"):
-        args.insert(2, f"ops_per_thread={spec['ops_per_thread']}")
-    from .runner import DEFAULT_EVIDENCE_CAP
-
-    if spec.get("evidence_cap", DEFAULT_EVIDENCE_CAP) != DEFAULT_EVIDENCE_CAP:
-        args.append(f"evidence_cap={spec['evidence_cap']!r}")
+    if spec.ops_per_thread:
+        args.insert(2, f"ops_per_thread={spec.ops_per_thread}")
+    if not spec.isolate:
+        args.append("isolate=False")
+    if spec.resolved_evidence_cap != DEFAULT_EVIDENCE_CAP:
+        args.append(f"evidence_cap={spec.resolved_evidence_cap!r}")
     code = f"from pytest_rseq import *; run({', '.join(args)}).assert_consistent()"
     return f'python -c "{code}"'
 
@@ -219,9 +124,9 @@ def verdict_of(findings: Findings) -> str:
     return "ok"
 
 
-def _registration(spec: dict[str, Any], raw: dict[str, Any]) -> str:
+def _registration(spec: RunSpec, raw: dict[str, Any]) -> str:
     """The requested mode, or for ``auto`` who owns the process's area."""
-    requested = str(spec["registration"])
+    requested = spec.registration
     if requested != "auto":
         return requested
     return str((raw.get("abi") or {}).get("owner", "unknown"))
@@ -230,19 +135,7 @@ def _registration(spec: dict[str, Any], raw: dict[str, Any]) -> str:
 def _empty_run(path: str) -> dict[str, Any]:
     """Zero counters for a child that produced no result (it crashed or never ran)."""
     return {
-        "ops": 0,
-        "expected": 0,
-        "observed": 0,
-        "aborts": 0,
-        "migrations": 0,
-        "signals_delivered": 0,
-        "affinity_changes": 0,
-        "cpuset_shifts": 0,
-        "threads_started": 0,
-        "forks": 0,
-        "membarriers": 0,
-        "invariant_violations": 0,
-        "invariant_samples": 0,
+        **Counters.zeros(),
         "per_cpu": [],
         "duration_s": 0.0,
         "error": None,
@@ -251,10 +144,8 @@ def _empty_run(path: str) -> dict[str, Any]:
     }
 
 
-def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
-    """Return the :class:`StressResult` for the raw output of one child."""
-    runs = raw.get("runs", {})
-    main = runs.get("rseq") or runs.get("fallback")
+def _raw_findings(raw: dict[str, Any], main: dict[str, Any] | None) -> Findings:
+    """What the child process as a whole says: a crash, an error, a stop, a failed cleanup."""
     found: Findings = []
     crash = raw.get("crash")
     if main is not None and main["ops"] == 0 and not main.get("error") and not crash:
@@ -272,108 +163,113 @@ def build_result(spec: dict[str, Any], raw: dict[str, Any]) -> StressResult:
     if raw.get("stopped"):
         found.append(("error", "the run was stopped (a stop request) before it finished"))
     found += [("error", f"cleanup: {p}") for p in raw.get("cleanup_errors", [])]
-    if main is None:
-        main = _empty_run(spec["path"])
-        if not found:
-            found.append(("error", "the child produced no result"))
-    else:
-        found += _run_findings(main["path"], main)
-        if not main.get("error") and not crash:
-            found += [("no-evidence", r) for r in evidence_reasons(spec, main, main["path"])]
+    return found
 
-    path = main["path"]
-    requested = spec["registration"]
+
+def _registration_findings(spec: RunSpec, runs: dict[str, Any], main: dict[str, Any]) -> Findings:
+    """A registration mode that did not do what it promised."""
+    requested = spec.registration
     if requested.startswith("blocked-") and main["path"] == "rseq":
-        found.append(("error", f"registration={requested}: the seccomp filter did not block rseq"))
+        return [("error", f"registration={requested}: the seccomp filter did not block rseq")]
     if requested in ("glibc", "own") and runs.get("rseq") and main["path"] != "rseq":
-        found.append(("error", f"registration={requested}: the workers ran on the fallback path"))
+        return [("error", f"registration={requested}: the workers ran on the fallback path")]
+    return []
+
+
+def _both_findings(
+    spec: RunSpec, raw: dict[str, Any], main: dict[str, Any], details: dict[str, Any]
+) -> Findings:
+    """The fallback half of ``path="both"``: its own findings, and the totals compared."""
+    fallback = raw.get("runs", {}).get("fallback")
+    if fallback is None:
+        return [("error", "both: the fallback run did not happen")]
+    found = _run_findings("fallback", fallback)
+    if not fallback.get("error"):
+        found += [("no-evidence", r) for r in evidence_reasons(spec, fallback, "fallback")]
+    details["fallback"] = {
+        **Counters.of_run(fallback),
+        "duration_s": fallback.get("duration_s"),
+        "per_cpu": fallback.get("per_cpu"),
+        "attempts": raw.get("fallback_attempts", 1),
+    }
+    if fallback["observed"] != main["observed"]:
+        found.append(
+            (
+                "bug",
+                f"both: rseq path total {main['observed']} != fallback path "
+                f"total {fallback['observed']} for the same op budget",
+            )
+        )
+    return found
+
+
+def _details(
+    spec: RunSpec, host: HostPrep, raw: dict[str, Any], main: dict[str, Any]
+) -> dict[str, Any]:
+    """The result's ``details``: the counters that are not attributes, and the rest."""
+    counters = Counters.of_run(main)
     details: dict[str, Any] = {
         "abi": raw.get("abi"),
         "owner": main.get("owner"),
         "slot_ops": main.get("slot_ops", []),
-        "invariant_samples": main.get("invariant_samples", 0),
-        "signals_sent": main.get("signals_sent", 0),
-        "timer_signals": main.get("timer_signals", 0),
-        "fork_errors": main.get("fork_errors", 0),
-        "cpuset_errors": main.get("cpuset_errors", 0),
-        "hotplug_events": main.get("hotplug_events", 0),
         "first_violation": main.get("first_violation", [0, 0, 0, 0]),
-        "distinct_cpus": main.get("distinct_cpus", 0),
-        "evidence_moves": main.get("evidence_moves", 0),
-        "affinity_swaps": main.get("affinity_swaps", 0),
-        "evidence_missing": missing_evidence(int(main.get("evidence_missing", 0))),
-        "evidence_cap": spec.get("evidence_cap", 1.0),
+        **{k: v for k, v in counters.items() if k not in COUNTER_ATTRIBUTES},
+        "evidence_missing": missing_evidence(counters["evidence_missing"]),
+        "evidence_cap": spec.resolved_evidence_cap,
     }
-    if spec.get("cpuset"):
-        details["cpuset"] = spec["cpuset"]
+    if host.cpuset:
+        details["cpuset"] = dict(host.cpuset)
     perf = dict(raw.get("perf") or {"available": False, "reason": "in-process run"})
     if perf.get("available") and "fixups" in perf:
         # Fork children abort on their copies too; the kernel counts those.
         perf["aborts"] = main["aborts"]
         perf["difference"] = perf["fixups"] - main["aborts"]
     details["perf"] = perf
-    if spec["path"] == "both" and "rseq" in runs:
-        fallback = runs.get("fallback")
-        # "both" only when the first half really ran on rseq (blocked modes say fallback).
-        path = "both" if main["path"] == "rseq" else "fallback"
-        if fallback is None:
-            found.append(("error", "both: the fallback run did not happen"))
-        else:
-            found += _run_findings("fallback", fallback)
-            if not fallback.get("error"):
-                found += [("no-evidence", r) for r in evidence_reasons(spec, fallback, "fallback")]
-            details["fallback"] = {
-                k: fallback.get(k)
-                for k in (
-                    "ops",
-                    "expected",
-                    "observed",
-                    "duration_s",
-                    "per_cpu",
-                    "distinct_cpus",
-                    "evidence_missing",
-                )
-            }
-            details["fallback"]["attempts"] = raw.get("fallback_attempts", 1)
-            if fallback["observed"] != main["observed"]:
-                found.append(
-                    (
-                        "bug",
-                        f"both: rseq path total {main['observed']} != fallback path "
-                        f"total {fallback['observed']} for the same op budget",
-                    )
-                )
     if raw.get("stderr"):
         details["stderr"] = raw["stderr"]
+    return details
 
+
+def build_result(spec: RunSpec, host: HostPrep, raw: dict[str, Any]) -> StressResult:
+    """Return the :class:`StressResult` for the raw output of one child."""
+    runs = raw.get("runs", {})
+    main = runs.get("rseq") or runs.get("fallback")
+    crash = raw.get("crash")
+    found = _raw_findings(raw, main)
+    if main is None:
+        main = _empty_run(spec.path)
+        if not found:
+            found.append(("error", "the child produced no result"))
+    else:
+        found += _run_findings(main["path"], main)
+        if not main.get("error") and not crash:
+            found += [("no-evidence", r) for r in evidence_reasons(spec, main, main["path"])]
+    found += _registration_findings(spec, runs, main)
+    details = _details(spec, host, raw, main)
+    path = main["path"]
+    if spec.path == "both" and "rseq" in runs:
+        # "both" only when the first half really ran on rseq (blocked modes say fallback).
+        path = "both" if main["path"] == "rseq" else "fallback"
+        found += _both_findings(spec, raw, main, details)
+    counters = Counters.of_run(main)
     verdict = verdict_of(found)
     return StressResult(
         ok=verdict == "ok",
         verdict=verdict,
-        workload=spec["workload"]["name"],
+        workload=spec.workload.name,
         path=path,
         registration=_registration(spec, raw),
-        threads=spec["threads"],
-        expected=main["expected"],
-        observed=main["observed"],
+        threads=spec.threads,
+        **{name: counters[name] for name in COUNTER_ATTRIBUTES},
         per_cpu=list(main["per_cpu"]),
-        ops=main["ops"],
-        aborts=main["aborts"],
         aborts_by_cause=aborts_by_cause(main),
-        migrations=main["migrations"],
-        signals_delivered=main["signals_delivered"],
-        affinity_changes=main["affinity_changes"],
-        cpuset_shifts=main["cpuset_shifts"],
-        threads_started=main["threads_started"],
-        forks=main["forks"],
-        membarriers=main["membarriers"],
-        invariant_violations=main["invariant_violations"],
         crash=crash,
-        seed=spec["seed"],
+        seed=spec.seed,
         duration_s=float(main["duration_s"]),
         extended_s=float(main.get("extended_s", 0.0)),
         error=main.get("error") or raw.get("error"),
         reasons=[reason for _, reason in found],
         repro=repro_line(spec),
         details=details,
+        counters=counters,
     )

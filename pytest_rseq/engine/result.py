@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import ConsistencyError, hide_for_caller_errors
+from .counters import Counters
 
 VERDICTS = ("ok", "bug", "no-evidence", "error")
 HEADLINES = {"ok": "OK", "bug": "BUG", "no-evidence": "NO EVIDENCE", "error": "ERROR"}
@@ -33,6 +34,8 @@ class StressResult:
     ``ok`` is ``verdict == "ok"``. ``aborts_by_cause`` splits ``aborts`` into
     ``signal``, ``membarrier`` (upper bounds) and ``preemption`` (the rest);
     ``extended_s`` is how long the run went on past its duration for evidence.
+    ``counters`` holds every counter of the C result struct (the integer
+    attributes above are the same numbers; ``details`` has the others too).
     """
 
     ok: bool
@@ -63,6 +66,7 @@ class StressResult:
     reasons: list[str] = field(default_factory=list)
     repro: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    counters: Counters = field(default_factory=Counters)
 
     def __post_init__(self) -> None:
         if not self.verdict:  # built by hand (tests, old callers): infer it
@@ -71,6 +75,8 @@ class StressResult:
             raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
         if self.ok != (self.verdict == "ok"):
             raise ValueError(f"ok={self.ok!r} contradicts verdict={self.verdict!r}")
+        if not self.counters:  # built by hand: the counters it was given
+            self.counters = Counters({n: getattr(self, n) for n in COUNTER_ATTRIBUTES})
         if not self.aborts_by_cause:
             self.aborts_by_cause = {"signal": 0, "membarrier": 0, "preemption": self.aborts}
 
@@ -100,6 +106,7 @@ class StressResult:
     def to_dict(self) -> dict[str, Any]:
         """Return every field as JSON-safe primitives (plus ``ops_per_s``)."""
         data = asdict(self)
+        data["counters"] = dict(self.counters)  # a plain dict (execnet sends no subclass)
         data["ops_per_s"] = self.ops_per_s
         return data
 
@@ -137,3 +144,9 @@ class StressResult:
         __tracebackhide__ = hide_for_caller_errors
         if not self.ok:
             raise ConsistencyError(self.describe())
+
+
+COUNTER_ATTRIBUTES: tuple[str, ...] = tuple(
+    f.name for f in fields(StressResult) if f.type == "int" and f.name not in ("threads", "seed")
+)
+"""The counters :class:`StressResult` also has as attributes (its integer fields)."""

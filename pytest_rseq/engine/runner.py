@@ -1,164 +1,23 @@
-"""``run()``: validate the request, run it in a child process, build the result."""
+"""``run()``: validate the request (a :class:`RunSpec`), prepare the host, run it, judge it."""
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
-import random
 import threading
-from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from ..errors import CapabilityMissing, WorkloadError, hide_for_caller_errors
-from ..host import cpuset, hotplug, stale
+from ..host import stale
+from ..host.prep import HostPrep, prepare
 from .chaos import Chaos
 from .child_process import run_isolated
 from .result import StressResult
+from .spec import RunSpec
 from .workload import (
     WorkloadLike,
-    as_workload,
     static_tls_hint,
     wants_preload_retry,
-    with_preload,
 )
-
-PATHS = ("rseq", "fallback", "both")
-REGISTRATIONS = ("auto", "glibc", "own", "blocked-enosys", "blocked-eperm")
-MAX_THREADS = 1024
-MAX_OPS_PER_THREAD = 10**12
-MAX_DURATION_S = 3600.0
-JOIN_TIMEOUT_S = 5.0
-DEFAULT_EVIDENCE_CAP = 10.0
-"""A run may go on up to this many times its duration while evidence is missing ..."""
-MIN_EVIDENCE_WAIT_S = 1.0
-"""... and, by default, at least this long in all (short runs: the scheduler's own
-migrations and rare causes need some time)."""
-MAX_EVIDENCE_CAP = 1000.0
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    __tracebackhide__ = hide_for_caller_errors
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    __tracebackhide__ = hide_for_caller_errors
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
-
-
-def check_evidence_cap(value: Any) -> float:
-    """Return ``value`` as an evidence cap (a multiple of the duration, 1 = never extend).
-
-    Raises:
-        ValueError: not a finite number between 1 and ``MAX_EVIDENCE_CAP``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"evidence_cap must be a number (a multiple of duration), got {value!r}")
-    if not math.isfinite(value) or not 1 <= value <= MAX_EVIDENCE_CAP:
-        raise ValueError(f"evidence_cap must be between 1 and {MAX_EVIDENCE_CAP:g}, got {value!r}")
-    return float(value)
-
-
-def allowed_cpus() -> int:
-    """Number of CPUs this process may run on."""
-    return len(os.sched_getaffinity(0))
-
-
-def build_spec(
-    workload: WorkloadLike,
-    *,
-    threads: int | None,
-    ops_per_thread: int | None,
-    duration: float,
-    chaos: Chaos | None,
-    path: str,
-    registration: str,
-    seed: int | None,
-    evidence_cap: float | None = None,
-) -> dict[str, Any]:
-    """Validate the arguments of :func:`run` and return the child's JSON spec.
-
-    Raises:
-        ValueError: any argument is out of range or of the wrong type; the
-            message names the argument and the value.
-    """
-    __tracebackhide__ = hide_for_caller_errors
-    wl = as_workload(workload)
-    if chaos is None:
-        chaos = Chaos.default()
-    elif not isinstance(chaos, Chaos):
-        raise ValueError(f"chaos must be a Chaos, got {chaos!r}")
-    if threads is None:
-        threads = max(1, min(MAX_THREADS, round(chaos.oversubscribe * allowed_cpus())))
-    _check_int("threads", threads, 1, MAX_THREADS)
-    if ops_per_thread is not None:
-        _check_int("ops_per_thread", ops_per_thread, 1, MAX_OPS_PER_THREAD)
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-        raise ValueError(f"duration must be a number of seconds, got {duration!r}")
-    if not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_S:
-        raise ValueError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration!r}")
-    if evidence_cap is None:
-        longest = max(DEFAULT_EVIDENCE_CAP, MIN_EVIDENCE_WAIT_S / duration)
-        evidence_cap = min(MAX_EVIDENCE_CAP, longest)
-    cap = check_evidence_cap(evidence_cap)
-    _check_choice("path", path, PATHS)
-    _check_choice("registration", registration, REGISTRATIONS)
-    if seed is None:
-        seed = random.SystemRandom().getrandbits(63)
-    _check_int("seed", seed, 0, 2**64 - 1)
-    return {
-        "workload": wl.to_spec(),
-        "threads": threads,
-        "ops_per_thread": ops_per_thread,
-        "duration": float(duration),
-        "chaos": chaos.to_dict(),
-        "path": path,
-        "registration": registration,
-        "seed": seed,
-        "evidence_cap": cap,
-        "join_timeout": JOIN_TIMEOUT_S,
-    }
-
-
-@contextlib.contextmanager
-def machine_changes(spec: dict[str, Any]) -> Iterator[list[str]]:
-    """Set up the cpuset group and hotplug guard a run asks for; undo them afterwards.
-
-    Adds ``cpuset`` / ``hotplug_cpus`` to ``spec``. Yields a list that holds,
-    after the block, what could not be undone (empty when all went well).
-
-    Raises:
-        CapabilityMissing: cpusets or hotplug were asked for and are not usable.
-    """
-    chaos = spec["chaos"]
-    problems: list[str] = []
-    # Before the checks: a killed run may have left CPU 1 offline.
-    if chaos["cpuset_hz"] > 0 or chaos["hotplug_hz"] > 0:
-        stale.restore()
-    else:
-        stale.restore_once()
-    with contextlib.ExitStack() as stack:
-        if chaos["cpuset_hz"] > 0:
-            group = cpuset.create_group(sorted(os.sched_getaffinity(0)))
-            spec["cpuset"] = group.to_spec()
-
-            def remove() -> None:
-                if not cpuset.remove_group(group.path):
-                    problems.append(f"cpuset group {group.path} could not be removed")
-
-            stack.callback(remove)
-        if chaos["hotplug_hz"] > 0:
-            cpus = hotplug.check(set(os.sched_getaffinity(0)))
-            spec["hotplug_cpus"] = stack.enter_context(hotplug.guard(cpus))
-            spec["hotplug_state"] = str(hotplug.state_path())
-        yield problems
 
 
 def cleanup_stale() -> dict[str, list[str]]:
@@ -171,7 +30,7 @@ def cleanup_stale() -> dict[str, list[str]]:
     }
 
 
-def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
+def run_in_process(spec: RunSpec, host: HostPrep | None = None) -> dict[str, Any]:
     """Run ``spec`` in this process, in a helper thread so Ctrl-C stays responsive."""
     from .._native import load
     from . import driver
@@ -183,7 +42,7 @@ def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
 
     def target() -> None:
         try:
-            box["raw"] = driver.run_spec(spec)
+            box["raw"] = driver.run_spec(spec, host or HostPrep())
         except BaseException as exc:  # handed to the caller below
             box["exc"] = exc
 
@@ -201,7 +60,7 @@ def run_in_process(spec: dict[str, Any]) -> dict[str, Any]:
     return dict(box["raw"])
 
 
-def _refuse_silent_fallback(spec: dict[str, Any], raw: dict[str, Any]) -> None:
+def _refuse_silent_fallback(spec: RunSpec, raw: dict[str, Any]) -> None:
     """Raise CapabilityMissing when rseq was asked for but only the fallback could run.
 
     A passing result there would claim rseq code was tested when it never ran;
@@ -209,8 +68,8 @@ def _refuse_silent_fallback(spec: dict[str, Any], raw: dict[str, Any]) -> None:
     """
     rseq_run = raw.get("runs", {}).get("rseq")
     if (
-        spec["path"] == "fallback"
-        or spec["registration"].startswith("blocked-")
+        spec.path == "fallback"
+        or spec.registration.startswith("blocked-")
         or not rseq_run
         or rseq_run["path"] == "rseq"
         or rseq_run.get("error")
@@ -269,9 +128,7 @@ def run(
         WorkloadError: a workload library could not be loaded.
     """
     __tracebackhide__ = hide_for_caller_errors
-    if not isinstance(isolate, bool):
-        raise ValueError(f"isolate must be True or False, got {isolate!r}")
-    spec = build_spec(
+    spec = RunSpec.build(
         workload,
         threads=threads,
         ops_per_thread=ops_per_thread,
@@ -279,31 +136,35 @@ def run(
         chaos=chaos,
         path=path,
         registration=registration,
+        isolate=isolate,
         seed=seed,
         evidence_cap=evidence_cap,
     )
-    if not isolate and registration not in ("auto", "glibc"):
-        raise ValueError(
-            f"registration={registration!r} needs isolate=True (it changes how the process starts)"
-        )
-    chaos_cfg = spec["chaos"]
-    if not isolate and (chaos_cfg["cpuset_hz"] > 0 or chaos_cfg["hotplug_hz"] > 0):
-        raise ValueError(
-            "chaos with cpuset_hz or hotplug_hz needs isolate=True (it moves and "
-            "offlines CPUs under the stressed process)"
-        )
-    with machine_changes(spec) as cleanup:
-        raw = run_isolated(spec) if isolate else run_in_process(spec)
-        if isolate and wants_preload_retry(spec, raw):
-            spec = with_preload(spec)
-            raw = run_isolated(spec)
+    return run_spec(spec)
+
+
+def run_spec(spec: RunSpec) -> StressResult:
+    """Run a validated :class:`RunSpec` (what :func:`run` does after building it).
+
+    Raises:
+        CapabilityMissing: the machine cannot do what was asked.
+        WorkloadError: a workload library could not be loaded.
+    """
+    __tracebackhide__ = hide_for_caller_errors
+    with prepare(
+        cpusets=spec.chaos.cpuset_hz > 0, hotplug_cpus=spec.chaos.hotplug_hz > 0
+    ) as (host, cleanup):
+        raw = run_isolated(spec, host) if spec.isolate else run_in_process(spec, host)
+        if spec.isolate and wants_preload_retry(spec.workload, raw):
+            spec = replace(spec, workload=replace(spec.workload, preload=True))
+            raw = run_isolated(spec, host)
     if cleanup:
         raw["cleanup_errors"] = cleanup
     if raw.get("capability_missing"):
         raise CapabilityMissing(raw["capability_missing"])
     if raw.get("workload_error"):
-        raise WorkloadError(static_tls_hint(spec, raw["workload_error"]))
+        raise WorkloadError(static_tls_hint(spec.workload, raw["workload_error"]))
     _refuse_silent_fallback(spec, raw)
     from .oracle import build_result
 
-    return build_result(spec, raw)
+    return build_result(spec, host, raw)

@@ -11,17 +11,13 @@ another worker, gets exactly the same seeds.
 from __future__ import annotations
 
 import hashlib
-import random
 
 import pytest
 
+from .spec import random_seed
+
 CACHE_KEY = "rseq/seed"
 WORKERINPUT_KEY = "rseq_seed"
-
-
-def random_seed() -> int:
-    """A fresh session seed (63 bits, so it prints as a plain positive integer)."""
-    return random.SystemRandom().getrandbits(63)
 
 
 def session_seed(config: pytest.Config, given: int | None, last: bool) -> int:

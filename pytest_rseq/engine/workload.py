@@ -27,7 +27,7 @@ BUILTIN_WORKLOADS: tuple[str, ...] = (
 DEFAULT_SYMBOL = "prseq_workload"
 
 STATIC_TLS_ERROR = "static TLS block"
-"""What glibc's dlopen says when a library's initial-exec TLS does not fit (FACTS.md)."""
+"""What glibc's dlopen says when a library's initial-exec TLS does not fit."""
 
 
 @dataclass(frozen=True)
@@ -136,39 +136,31 @@ def as_workload(workload: WorkloadLike) -> Workload:
     raise ValueError(f"workload must be a name or a Workload, got {workload!r}")
 
 
-def preload_env(env: dict[str, str], spec: dict[str, Any]) -> dict[str, str]:
-    """Return ``env`` with the spec's workload library in ``LD_PRELOAD`` when it asks for it."""
-    wl = spec["workload"]
-    if not (wl.get("library") and wl.get("preload")):
+def preload_env(env: dict[str, str], workload: Workload) -> dict[str, str]:
+    """Return ``env`` with the workload's library in ``LD_PRELOAD`` when it asks for it."""
+    if not (workload.library and workload.preload):
         return env
     preloads = [p for p in env.get("LD_PRELOAD", "").split() if p]
-    return {**env, "LD_PRELOAD": " ".join([wl["library"], *preloads])}
+    return {**env, "LD_PRELOAD": " ".join([workload.library, *preloads])}
 
 
-def wants_preload_retry(spec: dict[str, Any], raw: dict[str, Any]) -> bool:
+def wants_preload_retry(workload: Workload, raw: dict[str, Any]) -> bool:
     """True when the library failed to ``dlopen`` for lack of static TLS and may be preloaded."""
-    wl = spec["workload"]
     return (
-        wl.get("library") is not None
-        and wl.get("preload") is None
+        workload.library is not None
+        and workload.preload is None
         and STATIC_TLS_ERROR in str(raw.get("workload_error") or "")
     )
 
 
-def with_preload(spec: dict[str, Any]) -> dict[str, Any]:
-    """Return ``spec`` with its workload library marked for ``LD_PRELOAD``."""
-    return {**spec, "workload": {**spec["workload"], "preload": True}}
-
-
-def static_tls_hint(spec: dict[str, Any], message: str) -> str:
+def static_tls_hint(workload: Workload, message: str) -> str:
     """Add the fix to a load error caused by initial-exec TLS that ``dlopen`` cannot place."""
     if STATIC_TLS_ERROR not in message:
         return message
-    wl = spec["workload"]
-    if wl.get("preload"):
+    if workload.preload:
         return f"{message} (even with the library in LD_PRELOAD)"
     return (
         f"{message}: the library has initial-exec TLS that dlopen cannot place; "
-        f"use Workload.from_library({wl['library']!r}, preload=True) (or preload=None, the "
+        f"use Workload.from_library({workload.library!r}, preload=True) (or preload=None, the "
         f"default, with isolate=True) to start the child with it in LD_PRELOAD"
     )

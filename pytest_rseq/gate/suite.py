@@ -18,22 +18,14 @@ pass, and a ``NOT TESTED`` extra is listed with its reason.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.chaos import Chaos
-from ..engine.result import StressResult
-from ..errors import CapabilityMissing, RseqError
-from ..host import perf
+from ..engine.injectors import INJECTORS, Injector
+from .checks import perf_ip_fixup_check, seccomp_after_start_check
 
-EXIT_PASS, EXIT_FAIL, EXIT_COULD_NOT_TEST = 0, 1, 2
-PASS, FAIL, SKIP, OFF = "PASS", "FAIL", "SKIP", "OFF"
-NOT_TESTED = "NOT TESTED"
-VERDICTS = (PASS, FAIL, SKIP, NOT_TESTED, OFF)
 QUICK_DURATION_S = 0.25
 FULL_DURATION_S = 1.0
 
@@ -54,6 +46,7 @@ class Scenario:
         opt_in: the gate flag that turns the scenario on (off by default).
         check: a custom check instead of a stress run (returns verdict, detail).
         min_cpus: allowed CPUs the scenario needs to show anything (else SKIP).
+        injector: the injector an ``injector/`` scenario shows (from the registry).
         extra: needs what many hosts do not give (root, perf): a missing
             capability is ``NOT TESTED`` (does not change the exit code unless
             ``--require``d) instead of ``SKIP``.
@@ -69,6 +62,7 @@ class Scenario:
     check: Callable[[dict[str, Any]], tuple[str, str]] | None = None
     min_cpus: int = 1
     extra: bool = False
+    injector: Injector | None = None
 
     @property
     def group(self) -> str:
@@ -76,99 +70,22 @@ class Scenario:
         return self.name.split("/", 1)[0]
 
 
-@dataclass
-class Outcome:
-    """The verdict of one scenario, with the run's metrics when there was a run."""
-
-    name: str
-    what: str
-    verdict: str
-    detail: str
-    seconds: float = 0.0
-    result: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "name": self.name,
-            "what": self.what,
-            "verdict": self.verdict,
-            "detail": self.detail,
-            "seconds": round(self.seconds, 3),
-            "result": self.result,
-        }
+def _injector_scenario(inj: Injector, threads: int) -> Scenario:
+    """The scenario that shows ``inj`` has an effect here (its registry entry says how)."""
+    chaos = Chaos(**{inj.field: inj.probe_hz}, cs_delay=inj.cs_delay)
+    return Scenario(
+        f"injector/{inj.name}",
+        f"{inj.name} chaos at {inj.probe_hz:g}/s",
+        run_args={"threads": threads, "chaos": chaos},
+        proof=inj.proof,
+        injector=inj,
+        opt_in="--allow-hotplug" if inj.opt_in else None,
+        extra=inj.root_only,
+    )
 
 
-def seccomp_after_start_check(errno_name: str, registration: str) -> Callable[..., Any]:
-    """A check: a seccomp filter blocking rseq installed after start, then a new thread.
-
-    With glibc owning the area (``registration="auto"``), glibc must abort the
-    new thread's start ("rseq registration failed", SIGABRT): the field failure
-    the gate shows and must detect. A glibc that starts the thread without rseq
-    instead is reported as such. With glibc's registration off (``"own"``) the
-    thread must start. Anything else fails.
-    """
-
-    def check(fp: dict[str, Any]) -> tuple[str, str]:
-        from ..engine.child_process import seccomp_after_start
-
-        if registration == "auto" and fp.get("owner") != "glibc":
-            return SKIP, f"glibc does not register rseq here (owner {fp.get('owner')})"
-        if not fp.get("rseq_available"):
-            return SKIP, "rseq unavailable: there is no registration to break"
-        got = seccomp_after_start(errno_name, registration)
-        if got.outcome == "abort" and registration == "auto":
-            if got.signal == "SIGABRT" and got.glibc_message:
-                return PASS, "the new thread's start aborted (SIGABRT: rseq registration failed)"
-            return FAIL, f"died with {got.signal}, not glibc's SIGABRT: {got.stderr[-200:]!r}"
-        if got.outcome == "survived":
-            if registration == "own":
-                return PASS, "glibc's registration off: the new thread started without rseq"
-            return PASS, "glibc started the new thread without rseq (no abort)"
-        return FAIL, f"unexpected outcome {got.outcome} ({got.signal}): {got.stderr[-200:]!r}"
-
-    return check
-
-
-def perf_ip_fixup_check(threads: int, duration: float, seed: int | None) -> Callable[..., Any]:
-    """A check: the kernel's ``rseq:rseq_ip_fixup`` count equals the aborts the handlers saw.
-
-    Runs a signal storm with widened sections under ``perf stat``; needs perf and a
-    readable tracefs (root), else ``NOT TESTED`` with the reason.
-    """
-
-    def check(fp: dict[str, Any]) -> tuple[str, str]:
-        from ..engine.runner import run
-
-        if not fp.get("rseq_available"):
-            return SKIP, "rseq unavailable: no aborts to count"
-        with perf.requested():
-            status = perf.perf_status()
-            if not status["available"]:
-                return NOT_TESTED, f"perf cross-check not available: {status['reason']}"
-            chaos = Chaos(signals_hz=5000, cs_delay=64)
-            result = run("counter", threads=threads, duration=duration, chaos=chaos, seed=seed)
-        got = result.details.get("perf") or {}
-        if not result.ok:
-            return FAIL, (result.reasons or ["the oracle disagreed"])[0]
-        if not got.get("available"):
-            return FAIL, f"perf ran but counted nothing: {got.get('reason')}"
-        if got["fixups"] != result.aborts:
-            return FAIL, f"kernel fixups {got['fixups']:,} != handler aborts {result.aborts:,}"
-        if result.aborts <= 0:
-            return FAIL, "no evidence: no aborts under the signal storm"
-        return PASS, f"kernel fixups {got['fixups']:,} == handler aborts {result.aborts:,}"
-
-    return check
-
-
-def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list[Scenario]:
-    """The whole suite, in the order it runs.
-
-    ``cpus``: CPUs this process may use; ``duration`` and ``seed`` reach the
-    checks that start their own runs.
-    """
-    over = max(2, 2 * cpus)
+def _registration_scenarios(cpus: int) -> list[Scenario]:
+    """Each registration mode, and rseq blocked after start."""
     return [
         Scenario("registration/auto", "rseq as the process has it", run_args={"threads": cpus}),
         Scenario("registration/glibc", "glibc owns the area", run_args={"registration": "glibc"}),
@@ -194,35 +111,31 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
             )
             for errno_name, reg in (("ENOSYS", "auto"), ("EPERM", "auto"), ("ENOSYS", "own"))
         ],
+    ]
+
+
+def _perturbation_scenarios(over: int, duration: float, seed: int | None) -> list[Scenario]:
+    """Aborts by preemption, each injector, the perf cross-check."""
+    return [
         Scenario(
             "abort/preemption",
             "oversubscribed: preemption aborts",
             run_args={"threads": over, "chaos": Chaos(cs_delay=64)},
             proof=("aborts",),
         ),
-        *[
-            Scenario(
-                f"injector/{name}",
-                f"{name} chaos at {rate:g}/s",
-                run_args={"threads": over, "chaos": Chaos(**{f"{name}_hz": rate, **extra})},
-                proof=proof,
-                extra=name in ROOT_ONLY_INJECTORS,
-            )
-            for name, rate, extra, proof in INJECTORS
-        ],
-        Scenario(
-            "injector/hotplug",
-            "CPU offline/online at 2/s",
-            run_args={"threads": over, "chaos": Chaos(hotplug_hz=2)},
-            opt_in="--allow-hotplug",
-            extra=True,
-        ),
+        *[_injector_scenario(inj, over) for inj in INJECTORS],
         Scenario(
             "perf/ip-fixup",
             "kernel rseq_ip_fixup count == aborts",
             check=perf_ip_fixup_check(over, duration, seed),
             extra=True,
         ),
+    ]
+
+
+def _path_scenarios() -> list[Scenario]:
+    """The fallback path, and both paths on one schedule."""
+    return [
         Scenario(
             "path/fallback",
             "fallback path under default chaos",
@@ -240,6 +153,12 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
             workload="counter_mm_cid",
             run_args={"path": "both", "chaos": Chaos.default()},
         ),
+    ]
+
+
+def _invariant_scenarios(over: int) -> list[Scenario]:
+    """The rseq-area invariants under migration and churn."""
+    return [
         Scenario(
             "invariants/migration",
             "area invariants under migration",
@@ -253,6 +172,12 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
             run_args={"threads": over, "chaos": Chaos(churn_hz=500)},
             proof=("invariant_samples",),
         ),
+    ]
+
+
+def _canary_scenarios(over: int) -> list[Scenario]:
+    """The broken-on-purpose workloads: catching them proves the gate sees bugs."""
+    return [
         Scenario(
             "canary/racy",
             "per-CPU add without rseq: lost",
@@ -292,174 +217,17 @@ def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list
     ]
 
 
-ROOT_ONLY_INJECTORS = ("cpuset",)
-"""Injectors (besides the opt-in hotplug) that need root: ``NOT TESTED`` without it."""
-INJECTORS: list[tuple[str, float, dict[str, Any], tuple[str, ...]]] = [
-    ("signals", 5000, {"cs_delay": 64}, ("signals_delivered", "aborts")),
-    ("affinity", 1000, {}, ("affinity_changes", "migrations")),
-    ("cpuset", 500, {}, ("cpuset_shifts",)),
-    ("churn", 500, {}, ("churn",)),
-    ("fork", 50, {}, ("forks",)),
-    ("membarrier", 5000, {"cs_delay": 64}, ("membarriers", "aborts")),
-]
+def scenarios(cpus: int, duration: float = 1.0, seed: int | None = None) -> list[Scenario]:
+    """The whole suite, in the order it runs.
 
-
-def _metric(result: StressResult, name: str) -> int:
-    if name == "churn":
-        return result.threads_started - result.threads
-    if name == "invariant_samples":
-        return int(result.details.get("invariant_samples", 0))
-    return int(getattr(result, name))
-
-
-def judge(scenario: Scenario, result: StressResult, rseq_available: bool) -> tuple[str, str]:
-    """The verdict and a one-line reason for ``scenario``'s ``result``."""
-    first = result.reasons[0] if result.reasons else ""
-    if scenario.expect == "lost":
-        if result.error or result.crash:
-            return FAIL, f"canary run broke instead: {result.error or result.crash}"
-        if result.lost > 0:
-            return PASS, f"caught: lost {result.lost:,} of {result.expected:,} counts"
-        return FAIL, "canary MISSED: no count lost, so the gate cannot see this bug"
-    if scenario.expect == "SIGSEGV":
-        if result.crash == "SIGSEGV":
-            return PASS, "caught: the wrong signature killed the process with SIGSEGV"
-        return FAIL, f"canary MISSED: expected SIGSEGV, got crash={result.crash} ok={result.ok}"
-    if not result.ok:
-        return FAIL, first or "the oracle disagreed"
-    if scenario.expect == "fallback":
-        if result.path not in ("fallback",):
-            return FAIL, f"expected the fallback path, ran on {result.path}"
-        return PASS, f"fallback path ok: {result.observed:,} counts, none lost"
-    if not rseq_available or result.path == "fallback":
-        return SKIP, "rseq unavailable: ran on the fallback path only (which was ok)"
-    missing = [p for p in scenario.proof if _metric(result, p) <= 0]
-    if missing:
-        return FAIL, f"no evidence: {', '.join(missing)} = 0, the perturbation had no effect"
-    proof = ", ".join(f"{p} {_metric(result, p):,}" for p in scenario.proof)
-    return PASS, f"{result.observed:,} counts agree" + (f"; {proof}" if proof else "")
-
-
-def run_scenario(
-    scenario: Scenario, fp: dict[str, Any], *, duration: float, seed: int | None
-) -> Outcome:
-    """Run one scenario and judge it (never raises for what the machine cannot do)."""
-    from ..engine.runner import run
-
-    start = time.monotonic()
-
-    def done(verdict: str, detail: str, result: StressResult | None = None) -> Outcome:
-        data = result.to_dict() if result is not None else None
-        if data is not None:
-            data.pop("details", None)
-        return Outcome(
-            scenario.name, scenario.what, verdict, detail, time.monotonic() - start, data
-        )
-
-    rseq = bool(fp.get("rseq_available"))
-    if scenario.check is not None:
-        try:
-            return done(*scenario.check(fp))
-        except CapabilityMissing as exc:
-            return done(NOT_TESTED if scenario.extra else SKIP, f"capability missing: {exc}")
-        except (RseqError, OSError, subprocess.SubprocessError) as exc:
-            return done(FAIL, f"{type(exc).__name__}: {exc}")
-    if len(os.sched_getaffinity(0)) < scenario.min_cpus:
-        return done(SKIP, f"needs {scenario.min_cpus} allowed CPUs")
-    if scenario.expect in ("lost", "SIGSEGV") and not rseq:
-        return done(SKIP, "rseq unavailable: canaries need the rseq path to show their bug")
-    try:
-        result = run(scenario.workload, duration=duration, seed=seed, **scenario.run_args)
-    except CapabilityMissing as exc:
-        return done(NOT_TESTED if scenario.extra else SKIP, f"capability missing: {exc}")
-    except (RseqError, ValueError, OSError) as exc:
-        return done(FAIL, f"{type(exc).__name__}: {exc}")
-    return done(*judge(scenario, result, rseq), result)
-
-
-def resolve_required(names: Sequence[str], cpus: int) -> list[str]:
-    """The scenario names that ``--require`` values name.
-
-    A value is a scenario (``injector/cpuset``), the part after its slash
-    (``cpuset``) or a group (``perf``).
-
-    Raises:
-        ValueError: a value names no scenario (the message lists the valid ones).
+    ``cpus``: CPUs this process may use; ``duration`` and ``seed`` reach the
+    checks that start their own runs.
     """
-    known = [s.name for s in scenarios(cpus)]
-    chosen: list[str] = []
-    for name in names:
-        hits = [k for k in known if name in (k, k.split("/", 1)[0], k.split("/", 1)[1])]
-        if not hits:
-            raise ValueError(
-                f"--require: no scenario named {name!r} (scenarios: {', '.join(known)})"
-            )
-        chosen += [h for h in hits if h not in chosen]
-    return chosen
-
-
-def overall(
-    outcomes: Sequence[Outcome], rseq_available: bool = True, required: Sequence[str] = ()
-) -> tuple[int, str]:
-    """The exit code and the one-line overall verdict. Skips never count as passes.
-
-    Without rseq (blocked, emulator, old kernel) nothing about rseq could be
-    tested, so the best outcome is "could not test" (exit 2), with the
-    fallback scenarios' passes said explicitly. ``NOT TESTED`` extras (root
-    or perf missing) are named in the verdict; they make it exit 2 only when
-    ``required`` (scenario names) lists them.
-    """
-    count = {v: sum(o.verdict == v for o in outcomes) for v in VERDICTS}
-    tally = f"{count[PASS]} passed, {count[FAIL]} failed, {count[SKIP]} skipped"
-    if count[NOT_TESTED]:
-        untested = [o.name for o in outcomes if o.verdict == NOT_TESTED]
-        tally += f", {count[NOT_TESTED]} not tested ({', '.join(untested)})"
-    if count[OFF]:
-        tally += f", {count[OFF]} off"
-    if count[FAIL]:
-        broken = [o.name for o in outcomes if o.verdict == FAIL and o.name.startswith("canary/")]
-        why = (
-            f" (a canary was not caught, so the gate itself is broken: {', '.join(broken)})"
-            if broken
-            else ""
-        )
-        return EXIT_FAIL, f"FAIL{why}: {tally}"
-    if not rseq_available:
-        return EXIT_COULD_NOT_TEST, (
-            f"COULD NOT TEST: rseq is unavailable here; the fallback path passed in "
-            f"{count[PASS]} scenario(s): {tally}"
-        )
-    verdicts = {o.name: o.verdict for o in outcomes}
-    unmet = [f"{n} ({verdicts.get(n, 'not run')})" for n in required if verdicts.get(n) != PASS]
-    if unmet:
-        return EXIT_COULD_NOT_TEST, (
-            f"COULD NOT TEST what --require asks for: {', '.join(unmet)}: {tally}"
-        )
-    if count[SKIP] or not count[PASS]:
-        return EXIT_COULD_NOT_TEST, f"COULD NOT TEST everything: {tally}"
-    return EXIT_PASS, f"PASS: {tally}"
-
-
-def run_gate(
-    *,
-    quick: bool,
-    allow: Sequence[str] = (),
-    only: Sequence[str] = (),
-    seed: int | None = None,
-    fingerprint: dict[str, Any],
-    on_outcome: Callable[[Outcome], None] = lambda o: None,
-) -> list[Outcome]:
-    """Run the suite (or the scenarios whose name contains one of ``only``)."""
-    duration = QUICK_DURATION_S if quick else FULL_DURATION_S
-    cpus = len(os.sched_getaffinity(0))
-    outcomes = []
-    for scenario in scenarios(cpus, duration, seed):
-        if only and not any(o in scenario.name for o in only):
-            continue
-        if scenario.opt_in and scenario.opt_in not in allow:
-            outcome = Outcome(scenario.name, scenario.what, OFF, f"opt-in: {scenario.opt_in}")
-        else:
-            outcome = run_scenario(scenario, fingerprint, duration=duration, seed=seed)
-        on_outcome(outcome)
-        outcomes.append(outcome)
-    return outcomes
+    over = max(2, 2 * cpus)
+    return [
+        *_registration_scenarios(cpus),
+        *_perturbation_scenarios(over, duration, seed),
+        *_path_scenarios(),
+        *_invariant_scenarios(over),
+        *_canary_scenarios(over),
+    ]

@@ -68,7 +68,7 @@ def capabilities() -> dict[str, Any]:
     cpusets), cpuset_writable, cpuset_reason, cpus_allowed, cpus_online,
     cpus_possible.
     """
-    from ..engine.driver import probe_abi
+    from .abi import probe_abi
 
     abi = probe_abi()
     return {

@@ -28,9 +28,9 @@ import select
 import signal
 import threading
 from pathlib import Path
-from typing import Any
 
 from . import stale
+from .prep import HostPrep
 
 STOP_WAIT_S = 2.0
 POLL_S = 0.1
@@ -40,9 +40,9 @@ EXIT_OWNER_GONE = 75
 class ParentWatch:
     """Watches the owner of this stress child; see the module docstring."""
 
-    def __init__(self, tag: str, spec: dict[str, Any]) -> None:
+    def __init__(self, tag: str, host: HostPrep) -> None:
         self.tag = tag
-        self.spec = spec
+        self.host = host
         self._returned = threading.Event()
         self._exit_lock = threading.Lock()
         parsed = stale.parse_tag(tag)
@@ -94,7 +94,7 @@ class ParentWatch:
 
     def undo_and_die(self) -> None:
         """Undo this run's cpuset group and hotplug changes, then kill our process group."""
-        undo(self.spec)
+        undo(self.host)
         # Only a group of our own session (the owner started us with a new one).
         if os.getsid(0) == os.getpgrp():
             with contextlib.suppress(OSError):
@@ -102,27 +102,27 @@ class ParentWatch:
         os._exit(EXIT_OWNER_GONE)
 
 
-def undo(spec: dict[str, Any]) -> None:
+def undo(host: HostPrep) -> None:
     """Leave and remove the run's cpuset group; restore the owner's hotplug state file."""
     from . import cpuset, hotplug
 
-    group = spec.get("cpuset")
+    group = dict(host.cpuset) if host.cpuset else None
     if group:
         with contextlib.suppress(OSError):
             cpuset.leave_group(group)
         with contextlib.suppress(OSError, ValueError):
             cpuset.remove_group(Path(group["path"]))
-    state = spec.get("hotplug_state")
+    state = host.hotplug_state
     if state:
         with contextlib.suppress(OSError, ValueError, KeyError):
             hotplug.restore(Path(state))
 
 
-def watch_owner(spec: dict[str, Any]) -> ParentWatch | None:
+def watch_owner(host: HostPrep) -> ParentWatch | None:
     """Start watching the owner named in the environment; None when there is none."""
     tag = os.environ.get(stale.OWNER_ENV)
     if not tag or stale.parse_tag(tag) is None:
         return None
-    watch = ParentWatch(tag, spec)
+    watch = ParentWatch(tag, host)
     watch.start()
     return watch

@@ -1,5 +1,10 @@
 """The pytest plugin: fixtures, the ``rseq`` marker and options, metrics, summary and JSON.
 
+This folder is the pytest glue (this module holds the hooks; pytest loads it
+through the ``pytest11`` entry point). Calls go down: the plugin uses
+``engine`` (the run), ``host``, ``elf`` (lint, mutation) and ``gate.report``
+(the host fingerprint); nothing else in the package imports it.
+
 How it works, in a few lines:
 
 * ``pytest_configure`` validates the ``--rseq-*`` options (``options.py``) and
@@ -7,14 +12,14 @@ How it works, in a few lines:
   ``workerinput`` (``xdist_hooks.py``).
 * The ``rseq_stress`` fixture (``fixtures.py``) merges its defaults (options, then the marker,
   then the call), derives each run's seed from the session seed and the node
-  id (``seeds.py``), runs it, and keeps one JSON-safe row per run.
+  id (``engine/seeds.py``), runs it, and keeps one JSON-safe row per run.
 * The rows ride on the test report as ``report.rseq_runs``, so they cross
   xdist like any report attribute and survive a worker that dies later; a
   failed test also gets an ``rseq`` section with the seed and the command
   that repeats it alone.
 * The controller collects the rows from ``pytest_runtest_logreport`` and
   prints one ``rseq`` summary; ``--rseq-json`` writes them (``session.py``,
-  rendering in ``summary.py`` and ``report.py``). The header lines appear only
+  rendering in ``summary.py`` and ``rows.py``). The header lines appear only
   when rseq tests are collected, or with ``-v``.
 
 Loading this module imports nothing native: the compiled core is loaded on
@@ -52,7 +57,7 @@ MARKER_HELP = (
 
 def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
     """Why an ``@pytest.mark.rseq(...)`` is invalid, or None when it is fine."""
-    from ..engine.runner import build_spec
+    from ..engine.spec import RunSpec
 
     allowed = [*run_keywords(), *MARKER_ONLY_KEYWORDS]
     if args:
@@ -60,20 +65,11 @@ def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         return f"unknown keyword(s) {', '.join(unknown)}; run() takes {', '.join(allowed)}"
-    for flag in ("isolate", "mutate"):
-        if not isinstance(kwargs.get(flag, True), bool):
-            return f"{flag} must be True or False, got {kwargs[flag]!r}"
+    if not isinstance(kwargs.get("mutate", True), bool):
+        return f"mutate must be True or False, got {kwargs['mutate']!r}"
     try:
-        build_spec(
-            kwargs.get("workload", "counter"),
-            threads=kwargs.get("threads"),
-            ops_per_thread=kwargs.get("ops_per_thread"),
-            duration=kwargs.get("duration", 1.0),
-            chaos=kwargs.get("chaos"),
-            path=kwargs.get("path", "rseq"),
-            registration=kwargs.get("registration", "auto"),
-            seed=kwargs.get("seed", 0),
-            evidence_cap=kwargs.get("evidence_cap"),
+        RunSpec.from_layers(
+            {k: v for k, v in kwargs.items() if k not in MARKER_ONLY_KEYWORDS}, default_seed=0
         )
     except ValueError as exc:
         return str(exc)

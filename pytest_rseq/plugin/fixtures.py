@@ -6,6 +6,7 @@ Importing this module loads nothing native: the core is loaded on the first run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,10 +14,12 @@ import pytest
 from ..elf import mutation
 from ..engine import seeds
 from ..engine.result import StressResult
+from ..engine.spec import RunSpec, deadlines
 from ..errors import hide_for_caller_errors
 from ..gate import report
 from . import options
-from .session import MUTATION_FAILURES, ROWS, STATE, is_worker
+from .rows import make_row
+from .session import MUTATION_FAILURES, ROWS, STATE, State, is_worker
 
 MARKER_ONLY_KEYWORDS = ("mutate",)
 """Keywords of the marker (and of an ``rseq_stress`` call) that ``run()`` does not take."""
@@ -63,26 +66,21 @@ def _live_emitter(config: pytest.Config) -> tuple[Callable[[str, bool], None], b
     return emit, bool(getattr(tr, "isatty", False))
 
 
-def _run_with_progress(
-    config: pytest.Config, workload: Any, kwargs: dict[str, Any]
-) -> StressResult:
+def _run_with_progress(config: pytest.Config, spec: RunSpec) -> StressResult:
     __tracebackhide__ = _hide_plugin_frame
-    from ..engine.runner import run
+    from ..engine.runner import run_spec
     from .progress import LIVE_AFTER_S, LiveLine
 
-    duration = float(kwargs.get("duration", 1.0))
-    factor = 2 if kwargs.get("path") == "both" else 1
-    emitter = _live_emitter(config) if duration * factor >= LIVE_AFTER_S else None
+    expected = deadlines(spec).expected
+    emitter = _live_emitter(config) if expected >= LIVE_AFTER_S else None
     if emitter is None:
-        return run(workload, **kwargs)
-    label = f"{getattr(workload, 'name', workload)} {kwargs.get('path', 'rseq')}"
-    with LiveLine(emitter[0], label, duration * factor, tty=emitter[1]):
-        return run(workload, **kwargs)
+        return run_spec(spec)
+    label = f"{spec.workload.name} {spec.path}"
+    with LiveLine(emitter[0], label, expected, tty=emitter[1]):
+        return run_spec(spec)
 
 
-def _mutation(
-    config: pytest.Config, workload: Any, kwargs: dict[str, Any], original: StressResult
-) -> dict[str, Any]:
+def _mutation(config: pytest.Config, spec: RunSpec, original: StressResult) -> dict[str, Any]:
     """The ``mutation`` record of a call: its mutants run with the original's settings."""
     skipped = ""
     if not original.ok:
@@ -98,9 +96,40 @@ def _mutation(
             "not_made": [],
             "skipped": skipped,
         }
-    return mutation.run_mutants(
-        workload, {**kwargs, "seed": original.seed}, lambda w, kw: _run_with_progress(config, w, kw)
+    return mutation.run_mutants(spec, lambda mutant: _run_with_progress(config, mutant))
+
+
+def _call_spec(
+    state: State,
+    marker: dict[str, Any],
+    workload: Any,
+    kwargs: dict[str, Any],
+    nodeid: str,
+    index: int,
+) -> tuple[RunSpec, bool]:
+    """The spec of one ``rseq_stress()`` call (options, then the marker, then the call;
+    the seed derived when none is given) and whether to mutation-test it."""
+    __tracebackhide__ = _hide_plugin_frame
+    unknown = sorted(set(kwargs) - set(run_keywords()) - set(MARKER_ONLY_KEYWORDS))
+    if unknown:
+        raise TypeError(f"rseq_stress() got unexpected keyword(s) {', '.join(unknown)}")
+    mutate = {**marker, **kwargs}.get("mutate")
+    if mutate is None:
+        mutate = state.settings.mutate
+    if not isinstance(mutate, bool):
+        raise TypeError(f"rseq_stress(): mutate must be True or False, got {mutate!r}")
+    call = {k: v for k, v in kwargs.items() if k not in MARKER_ONLY_KEYWORDS}
+    if workload is not None:
+        call["workload"] = workload
+    spec = RunSpec.from_layers(
+        state.settings.run_defaults(),
+        {k: v for k, v in marker.items() if k not in MARKER_ONLY_KEYWORDS},
+        call,
+        default_seed=seeds.derive(state.seed, nodeid, index),
     )
+    if state.settings.smoke:
+        spec = replace(spec, duration=min(spec.duration, options.SMOKE_DURATION_S))
+    return spec, mutate
 
 
 @pytest.fixture
@@ -125,41 +154,25 @@ def rseq_stress(request: pytest.FixtureRequest) -> Callable[..., StressResult]:
 
     def stress(workload: Any = None, **kwargs: Any) -> StressResult:
         __tracebackhide__ = _hide_plugin_frame
-        unknown = sorted(set(kwargs) - set(run_keywords()) - set(MARKER_ONLY_KEYWORDS))
-        if unknown:
-            raise TypeError(f"rseq_stress() got unexpected keyword(s) {', '.join(unknown)}")
-        merged = {**state.settings.run_defaults(), **marker, **kwargs}
-        mutate = merged.pop("mutate", None)
-        if mutate is None:
-            mutate = state.settings.mutate
-        elif not isinstance(mutate, bool):
-            raise TypeError(f"rseq_stress(): mutate must be True or False, got {mutate!r}")
-        target = workload if workload is not None else merged.pop("workload", "counter")
-        merged.pop("workload", None)
         index = len(rows)
-        if merged.get("seed") is None:
-            merged["seed"] = seeds.derive(state.seed, item.nodeid, index)
-        if state.settings.smoke:
-            merged["duration"] = min(float(merged.get("duration", 1.0)), options.SMOKE_DURATION_S)
-        chaos = merged.get("chaos")
-        hotplug = chaos is not None and getattr(chaos, "hotplug_hz", 0) > 0
-        if hotplug and not state.settings.allow_hotplug:
+        spec, mutate = _call_spec(state, marker, workload, kwargs, item.nodeid, index)
+        if spec.chaos.hotplug_hz > 0 and not state.settings.allow_hotplug:
             pytest.skip("CPU hotplug chaos (hotplug_hz > 0) needs --rseq-allow-hotplug")
-        library = getattr(target, "library", None)
+        library = spec.workload.library
         if state.settings.lint and library:
             from ..elf.lint import check_library
 
             check_library(library)
         try:
-            result = _run_with_progress(config, target, merged)
+            result = _run_with_progress(config, spec)
         except CapabilityMissing as exc:
             pytest.skip(f"rseq capability missing: {exc}")
         fp = report.host_fingerprint()
-        row = report.make_row(
+        row = make_row(
             result, test=item.nodeid, index=index, worker=state.worker, host=report.host_id(fp)
         )
         if mutate and library:
-            row["mutation"] = _mutation(config, target, merged, result)
+            row["mutation"] = _mutation(config, spec, result)
             item.stash.setdefault(MUTATION_FAILURES, []).extend(
                 mutation.failures(result, row["mutation"])
             )

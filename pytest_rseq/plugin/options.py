@@ -7,23 +7,25 @@ the ini key of the same name.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from ..engine.chaos import Chaos
-from ..engine.runner import (
+from ..engine.spec import (
     DEFAULT_EVIDENCE_CAP,
-    MAX_DURATION_S,
-    MAX_THREADS,
     MIN_EVIDENCE_WAIT_S,
     PATHS,
     REGISTRATIONS,
+    check_duration,
     check_evidence_cap,
+    check_seed,
+    check_threads,
 )
 
+T = TypeVar("T")
 GROUP = "rseq"
 SMOKE_DURATION_S = 0.1
 """Deadline of every stress run under ``--rseq-smoke``."""
@@ -165,43 +167,36 @@ def parse_chaos(text: str, source: str = "--rseq-chaos") -> Chaos:
         raise _usage(source, text, str(exc)) from None
 
 
+def _checked(
+    text: str, source: str, convert: Callable[[str], Any], expected: str, check: Callable[[Any], T]
+) -> T:
+    """``check(convert(text))``, every failure a usage error naming ``source`` and ``text``."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise _usage(source, text, f"expected {expected}") from None
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise _usage(source, text, str(exc)) from None
+
+
 def _parse_seed(text: str, source: str) -> tuple[int | None, bool]:
     if text == "last":
         return None, True
-    try:
-        seed = int(text, 0)
-    except ValueError:
-        raise _usage(source, text, "expected an integer or 'last'") from None
-    if not 0 <= seed < 2**63:
-        raise _usage(source, text, "must be between 0 and 2**63-1")
-    return seed, False
+    return _checked(text, source, lambda s: int(s, 0), "an integer or 'last'", check_seed), False
 
 
 def _parse_duration(text: str, source: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _usage(source, text, "expected a number of seconds") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_DURATION_S:
-        raise _usage(source, text, f"must be > 0 and <= {MAX_DURATION_S:g}")
-    return value
+    return _checked(text, source, float, "a number of seconds", check_duration)
 
 
 def _parse_threads(text: str, source: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise _usage(source, text, "expected a whole number") from None
-    if not 1 <= value <= MAX_THREADS:
-        raise _usage(source, text, f"must be between 1 and {MAX_THREADS}")
-    return value
+    return _checked(text, source, int, "a whole number", check_threads)
 
 
 def _parse_evidence_cap(text: str, source: str) -> float:
-    try:
-        return check_evidence_cap(float(text))
-    except ValueError as exc:
-        raise _usage(source, text, str(exc)) from None
+    return _checked(text, source, float, "a number", check_evidence_cap)
 
 
 def _parse_choice(choices: tuple[str, ...]) -> Any:

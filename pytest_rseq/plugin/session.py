@@ -20,6 +20,7 @@ from ..gate import report
 from . import options, summary
 from .options import Settings
 from .progress import Heartbeat
+from .rows import json_document, status, write_json
 
 SUMMARY_TITLE = "rseq summary"
 RSEQ_FIXTURES = ("rseq_stress", "rseq_capabilities")
@@ -164,14 +165,14 @@ class Collector:
         state = self.state
         if is_worker(self.config) or state.json_path is None:
             return
-        doc = report.json_document(
+        doc = json_document(
             state.rows,
             state.hosts,
             seed=state.seed,
             flags=options.as_flags(state.settings, state.seed),
             controller=report.host_fingerprint(),
         )
-        report.write_json(state.json_path, doc)
+        write_json(state.json_path, doc)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Print the ``rseq`` summary once, on the controller."""
@@ -198,6 +199,6 @@ def run_line(row: dict[str, Any], width: int) -> str:
     be wider than ``width``.
     """
     test = str(row["test"]) + (f" #{row['index']}" if row.get("index") else "")
-    line = f"rseq: [{row.get('worker')}] {test}: {report.status(row)}"
+    line = f"rseq: [{row.get('worker')}] {test}: {status(row)}"
     details = f" ({row.get('workload')} {row.get('path')}, {row.get('duration_s', 0):.1f} s)"
     return line + details if len(line) + len(details) <= width else line

@@ -1,6 +1,6 @@
 """The ``rseq summary``: a table that fits the terminal, the totals line, the per-CPU chart.
 
-Each run shows its status (``report.status``: the run's verdict read with
+Each run shows its status (``rows.status``: the run's verdict read with
 the outcome of the test that made it, so a FAILED test is a failure).
 
 Test ids are never cut at the start: a row whose id does not fit beside the
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..elf.mutation import mutation_lines
-from ..gate.report import format_table, per_cpu_chart, status, totals_line
+from ..gate.report import format_table
+from .rows import per_cpu_chart, status, totals_line
 
 ELLIPSIS = "..."
 INDENT = "  "
