@@ -11,7 +11,7 @@
 #include "abi.h"
 #include "arch/arch.h"
 #include "bench.h"
-#include "harness.h"
+#include "util.h"
 #include "workloads.h"
 
 struct bench_shard {
@@ -64,7 +64,7 @@ static uint64_t thread_cpu_ns(void)
  * shard index, run the section, retry on mismatch or abort. `field` is
  * &area->cpu_id or &area->mm_cid; the index comes from cpu_id_start for
  * cpu_id (as the built-in does) and from mm_cid itself otherwise. */
-static int loop_rseq(struct bench_worker *wk, struct prseq_area *area, const uint32_t *field,
+static int loop_rseq(struct bench_worker *wk, struct prseq_rseq_area *area, const uint32_t *field,
                      const uint32_t *index)
 {
     struct bench_shard *shards = wk->st->shards;
@@ -115,7 +115,7 @@ static int run_variant(struct bench_worker *wk)
 {
     struct bench_state *st = wk->st;
     uint64_t n = st->ops_per_thread;
-    struct prseq_area *area;
+    struct prseq_rseq_area *area;
     int owner;
 
     switch (st->variant) {

@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "abi.h"
 #include "evidence.h"
 #include "harness.h"
+#include "util.h"
 #include "workloads.h"
 
 /* Ops between two looks at the stop flag, the CPU and the clock. */
@@ -56,52 +56,6 @@ void prseq_clear_stop(void)
 int prseq_stop_requested(void)
 {
     return __atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE);
-}
-
-cpu_set_t *prseq_mask_alloc(uint32_t nr_cpus, size_t *size)
-{
-    cpu_set_t *mask = CPU_ALLOC(nr_cpus ? nr_cpus : 1);
-
-    *size = CPU_ALLOC_SIZE(nr_cpus ? nr_cpus : 1);
-    if (mask)
-        CPU_ZERO_S(*size, mask);
-    return mask;
-}
-
-uint64_t prseq_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static struct timespec ns_to_timespec(uint64_t ns)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
-                          .tv_nsec = (long)(ns % 1000000000ull)};
-    return ts;
-}
-
-void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
-{
-    int expected = 0;
-
-    if (__atomic_compare_exchange_n(&run->error, &expected, err, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(run->res->errmsg, sizeof(run->res->errmsg), fmt, ap);
-        va_end(ap);
-    }
-    __atomic_store_n(&run->stop, 1, __ATOMIC_RELEASE);
-}
-
-uint64_t prseq_rand(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 /* Churn: each thread of a slot lives a seeded time uniform in [m/2, 3m/2],
@@ -548,7 +502,7 @@ static int join_all(struct prseq_run *run, double timeout_s)
                      (uint64_t)(timeout_s * 1e9);
     for (uint32_t i = 0; i < run->nr_slots; i++) {
         struct prseq_slot *s = &run->slots[i];
-        struct timespec abs = ns_to_timespec(limit);
+        struct timespec abs = prseq_ns_to_timespec(limit);
         if (!s->joinable)
             continue;
         if (pthread_timedjoin_np(s->thread, NULL, &abs) != 0) {
@@ -558,33 +512,6 @@ static int join_all(struct prseq_run *run, double timeout_s)
         s->joinable = 0;
     }
     return stuck;
-}
-
-const char *prseq_workload_problem(const struct prseq_workload *w)
-{
-    if (!w)
-        return "no workload";
-    if (w->abi_version < 1 || w->abi_version > PRSEQ_ABI_VERSION)
-        return "abi_version";
-    if (!w->name)
-        return "name";
-    if (!w->create)
-        return "create";
-    if (!w->op)
-        return "op";
-    if (!w->fallback_op)
-        return "fallback_op";
-    if (!w->total)
-        return "total";
-    if (!w->destroy)
-        return "destroy";
-    return NULL;
-}
-
-uint32_t prseq_workload_flags(const struct prseq_workload *w)
-{
-    /* A version 1 structure ends before `flags`: never read past it. */
-    return w->abi_version >= 2 ? w->flags : 0;
 }
 
 /* Which path and whose area the workers will use. */
@@ -717,7 +644,7 @@ static int run_body(const struct prseq_workload *w, const struct prseq_config *c
         uint64_t until = now < deadline ? deadline : cap;
         uint64_t poll = evidence_watched(run, now, deadline) ? EXTEND_POLL_NS : POLL_NS;
         uint64_t wake = now + poll < until ? now + poll : until;
-        struct timespec abs = ns_to_timespec(wake);
+        struct timespec abs = prseq_ns_to_timespec(wake);
 
         if (!reap_slots(run) || run_may_end(run, now, deadline, cap) ||
             __atomic_load_n(&run->stop, __ATOMIC_ACQUIRE) ||

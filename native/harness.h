@@ -71,34 +71,6 @@ struct prseq_run {
                                   (from the injector's first write on) */
 };
 
-/* Record an error that stops the run (first one wins). */
-void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* The first required field of `w` that is wrong ("abi_version", "create", ...),
- * or NULL when the workload can run. */
-const char *prseq_workload_problem(const struct prseq_workload *w);
-
-/* The workload's PRSEQ_WORKLOAD_* flags (0 for an ABI version 1 workload,
- * whose structure has no flags field). */
-uint32_t prseq_workload_flags(const struct prseq_workload *w);
-
-/* splitmix64: the seeded generator of every schedule (churn, injectors). */
-uint64_t prseq_rand(uint64_t *state);
-
-/* A CPU mask sized for nr_cpus possible CPU ids (CPU_ALLOC), zeroed, and
- * its size in bytes for the *_S macros and sched_{get,set}affinity; NULL
- * when out of memory. Free with CPU_FREE. */
-cpu_set_t *prseq_mask_alloc(uint32_t nr_cpus, size_t *size);
-
-/* Nanoseconds on CLOCK_MONOTONIC. */
-uint64_t prseq_now_ns(void);
-
-/* Injectors that change CPU masks wrap the change in these, so invariant
- * sampling can tell a settled mask from one that is moving. */
-void prseq_mask_change_begin(struct prseq_run *run);
-void prseq_mask_change_end(struct prseq_run *run);
-
 /* Injectors (chaos.c). start runs after the workers started and returns 0
  * or a negative errno (the run then fails with a message); stop ends the
  * injector threads before the workers are joined; finish runs after the
