@@ -1,4 +1,5 @@
-/* harness.h - the state of one run, shared by the harness and the injectors. */
+/* harness.h - the state of one run, shared by its phases (setup.c,
+ * supervise.c, worker.c, collect.c), the injectors and the evidence code. */
 #ifndef PRSEQ_HARNESS_H
 #define PRSEQ_HARNESS_H
 
@@ -70,6 +71,30 @@ struct prseq_run {
     uint32_t cpuset_cpus_max;  /* cpuset chaos: most CPUs the cpuset allowed when sampled
                                   (from the injector's first write on) */
 };
+
+/* The phases of prseq_run() (harness.c), in order. */
+
+/* setup.c: check the request, choose the path, read the topology, create
+ * the workload's state and the slots. 0, or a negative errno with
+ * res->error and res->errmsg set (nothing left allocated). */
+int prseq_run_setup(struct prseq_run *run, const struct prseq_workload *w,
+                    const struct prseq_config *cfg, struct prseq_result *res);
+
+/* supervise.c: start the injectors and the workers, watch the deadline and
+ * the evidence, stop and join. Returns how many workers outlived the join
+ * deadline (then res->error is ETIMEDOUT and the run must never be freed). */
+int prseq_run_supervise(struct prseq_run *run);
+
+/* collect.c: the finished run's numbers into run->res. */
+void prseq_run_collect(struct prseq_run *run);
+
+/* setup.c: destroy the workload's state and free what setup allocated. */
+void prseq_run_teardown(struct prseq_run *run);
+
+/* worker.c: start a thread in slot `s` (0 or a negative errno; the run then
+ * fails); 1 while the slot still has ops to do. */
+int prseq_start_slot(struct prseq_run *run, struct prseq_slot *s);
+int prseq_slot_wants_more(const struct prseq_slot *s);
 
 /* Injectors (chaos.c). start runs after the workers started and returns 0
  * or a negative errno (the run then fails with a message); stop ends the
