@@ -71,7 +71,7 @@ static void record_violation(struct prseq_run *run, uint64_t kind, uint64_t a, u
  * mask_gen unchanged):
  * such a change migrates the thread before the injector's syscall returns,
  * and the kernel rewrites cpu_id before the thread runs user code again. */
-static void sample_invariants(struct prseq_run *run, struct prseq_area *area, cpu_set_t *mask)
+static void sample_invariants(struct prseq_run *run, struct prseq_rseq_area *area, cpu_set_t *mask)
 {
     uint32_t before, start, after, cid, node;
     unsigned int cpu = 0, cpu_node = 0;
