@@ -2,8 +2,11 @@
 
 The shipped core (``pytest_rseq._prseq``) holds no benchmark code. This module,
 ``_prseq_bench``, is compiled on first use from the checkout, into
-``build/bench/<hash of the sources>/``: a changed source gets a new build, an
-unchanged one is reused, and nothing of it is installed or packaged.
+``build/bench/<hash of the sources>/``: a changed source gets a new build (and
+the older ones are removed), an unchanged one is reused, and nothing of it is
+installed or packaged. Building on demand rather than in setup.py keeps the
+benchmark code out of every wheel and sdist install, and keeps it current with
+the checkout the benchmarks run from.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def _compile(target: Path) -> None:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+    for old in target.parent.iterdir():  # builds of sources that are gone
+        if old != target and len(old.name) == 16 and not old.name.startswith("tmp-"):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @lru_cache(maxsize=1)
