@@ -10,9 +10,7 @@
 #define PRSEQ_CPU_ID_REGISTRATION_FAILED ((uint32_t)-2)
 
 /* The rseq area is struct prseq_rseq_area of pytest_rseq.h (the kernel's
- * struct rseq up to mm_cid; the real size comes from AT_RSEQ_FEATURE_SIZE).
- * Transitional alias for files not yet renamed: */
-#define prseq_area prseq_rseq_area
+ * struct rseq up to mm_cid; the real size comes from AT_RSEQ_FEATURE_SIZE). */
 
 /* The area glibc registered for the calling thread, or NULL. */
 struct prseq_rseq_area *prseq_glibc_area(void);
