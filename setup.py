@@ -4,7 +4,9 @@ Everything else (name, version, dependencies, packages) lives in
 ``pyproject.toml``; this file exists because ``cffi_modules`` is only
 accepted as a ``setup()`` keyword. The extension is built against the
 stable ABI (cffi marks it ``py_limited_api``), so one wheel serves every
-CPython from 3.10 on.
+CPython from 3.10 on. Only the core is built here: the benchmarks' native
+loops (``native/bench.c``) are compiled on demand by ``benchmarks/native.py``,
+so no installed package carries benchmark code.
 """
 
 from setuptools import setup

@@ -158,9 +158,9 @@ def _harness(v: Variant, threads: int, per_thread: int) -> dict[str, Any]:
 
 def measure(repeats: int, quick: bool, threads: tuple[int, ...] = THREADS) -> dict[str, Any]:
     """Run every variant at every thread count ``repeats`` times; return the JSON section."""
-    from pytest_rseq._native import load
+    from .native import load_bench
 
-    ffi, lib = load()
+    ffi, lib = load_bench()
     cpus = len(__import__("os").sched_getaffinity(0))
     vs = variants(lib)
     samples: dict[str, dict[int, list[dict[str, Any]]]] = {

@@ -35,7 +35,7 @@ extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
 extern const unsigned int __rseq_flags __attribute__((weak));
 
-static __thread struct prseq_area *own_area;
+static __thread struct prseq_rseq_area *own_area;
 static __thread uint32_t own_len;
 
 static int have_glibc_symbols(void)
@@ -59,17 +59,17 @@ static uint32_t area_size(void)
     return (size + align - 1) / align * align;
 }
 
-struct prseq_area *prseq_glibc_area(void)
+struct prseq_rseq_area *prseq_glibc_area(void)
 {
     if (!have_glibc_symbols() || __rseq_size == 0)
         return NULL;
-    return (struct prseq_area *)((char *)__builtin_thread_pointer() + __rseq_offset);
+    return (struct prseq_rseq_area *)((char *)__builtin_thread_pointer() + __rseq_offset);
 }
 
 int prseq_own_register(void)
 {
     uint32_t align = area_align(), size = area_size();
-    struct prseq_area *area;
+    struct prseq_rseq_area *area;
 
     if (own_area)
         return 0;
@@ -78,7 +78,7 @@ int prseq_own_register(void)
         return -ENOMEM;
     memset(area, 0, size);
     area->cpu_id = PRSEQ_CPU_ID_UNINITIALIZED;
-    if (syscall(__NR_rseq, area, size, 0, PRSEQ_SIG) != 0) {
+    if (syscall(__NR_rseq, area, size, 0, PRSEQ_RSEQ_SIG) != 0) {
         int err = errno;
         free(area);
         return -err;
@@ -94,15 +94,15 @@ void prseq_own_unregister(void)
         return;
     /* If the kernel refuses, it still writes into the area at every
      * preemption: leak it rather than hand the memory back to malloc. */
-    if (syscall(__NR_rseq, own_area, own_len, RSEQ_FLAG_UNREGISTER, PRSEQ_SIG) == 0)
+    if (syscall(__NR_rseq, own_area, own_len, RSEQ_FLAG_UNREGISTER, PRSEQ_RSEQ_SIG) == 0)
         free(own_area);
     own_area = NULL;
     own_len = 0;
 }
 
-struct prseq_area *prseq_current_area(int *owner)
+struct prseq_rseq_area *prseq_current_area(int *owner)
 {
-    struct prseq_area *glibc;
+    struct prseq_rseq_area *glibc;
 
     if (own_area) {
         *owner = PRSEQ_OWNER_OWN;
@@ -140,8 +140,8 @@ int prseq_abi_probe(struct prseq_abi_info *out)
         out->glibc_size = __rseq_size;
         out->glibc_flags = &__rseq_flags != NULL ? __rseq_flags : 0;
         if (__rseq_offset != 0) {
-            struct prseq_area *slot =
-                (struct prseq_area *)((char *)__builtin_thread_pointer() + __rseq_offset);
+            struct prseq_rseq_area *slot =
+                (struct prseq_rseq_area *)((char *)__builtin_thread_pointer() + __rseq_offset);
             out->glibc_cpu_id = (int32_t)__atomic_load_n(&slot->cpu_id, __ATOMIC_RELAXED);
         }
     }
@@ -160,8 +160,8 @@ int prseq_abi_probe(struct prseq_abi_info *out)
         uint32_t usable = out->owner == PRSEQ_OWNER_OWN ? out->feature_size : out->usable_size;
         if (out->owner == PRSEQ_OWNER_NONE)
             usable = out->available ? out->feature_size : 0;
-        out->node_id_usable = usable >= offsetof(struct prseq_area, node_id) + 4;
-        out->mm_cid_usable = usable >= offsetof(struct prseq_area, mm_cid) + 4;
+        out->node_id_usable = usable >= offsetof(struct prseq_rseq_area, node_id) + 4;
+        out->mm_cid_usable = usable >= offsetof(struct prseq_rseq_area, mm_cid) + 4;
     }
     return 0;
 }
@@ -201,7 +201,7 @@ int prseq_block_rseq(int err)
 int prseq_node_id_usable(int owner)
 {
     uint32_t feature = (uint32_t)getauxval(AT_RSEQ_FEATURE_SIZE);
-    uint32_t need = offsetof(struct prseq_area, node_id) + 4;
+    uint32_t need = offsetof(struct prseq_rseq_area, node_id) + 4;
 
     if (owner == PRSEQ_OWNER_OWN)
         return feature >= need;

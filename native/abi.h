@@ -9,19 +9,11 @@
 #define PRSEQ_CPU_ID_UNINITIALIZED ((uint32_t)-1)
 #define PRSEQ_CPU_ID_REGISTRATION_FAILED ((uint32_t)-2)
 
-/* The kernel's struct rseq (uapi/linux/rseq.h); only the first 28 bytes are
- * named here, the real size comes from AT_RSEQ_FEATURE_SIZE. */
-struct prseq_area {
-    uint32_t cpu_id_start;
-    uint32_t cpu_id;
-    uint64_t rseq_cs;
-    uint32_t flags;
-    uint32_t node_id;
-    uint32_t mm_cid;
-};
+/* The rseq area is struct prseq_rseq_area of pytest_rseq.h (the kernel's
+ * struct rseq up to mm_cid; the real size comes from AT_RSEQ_FEATURE_SIZE). */
 
 /* The area glibc registered for the calling thread, or NULL. */
-struct prseq_area *prseq_glibc_area(void);
+struct prseq_rseq_area *prseq_glibc_area(void);
 
 /* Register / unregister pytest-rseq's own area for the calling thread.
  * Returns 0 or a negative errno. */
@@ -30,7 +22,7 @@ void prseq_own_unregister(void);
 
 /* The area in use by the calling thread (own first, then glibc's), or NULL,
  * and who owns it (PRSEQ_OWNER_*). */
-struct prseq_area *prseq_current_area(int *owner);
+struct prseq_rseq_area *prseq_current_area(int *owner);
 
 /* 1 when the kernel fills node_id in the area owned by `owner`
  * (PRSEQ_OWNER_*): the registered length must cover the field. */

@@ -11,7 +11,7 @@
 #include "abi.h"
 #include "arch/arch.h"
 #include "bench.h"
-#include "harness.h"
+#include "util.h"
 #include "workloads.h"
 
 struct bench_shard {
@@ -64,7 +64,7 @@ static uint64_t thread_cpu_ns(void)
  * shard index, run the section, retry on mismatch or abort. `field` is
  * &area->cpu_id or &area->mm_cid; the index comes from cpu_id_start for
  * cpu_id (as the built-in does) and from mm_cid itself otherwise. */
-static int loop_rseq(struct bench_worker *wk, struct prseq_area *area, const uint32_t *field,
+static int loop_rseq(struct bench_worker *wk, struct prseq_rseq_area *area, const uint32_t *field,
                      const uint32_t *index)
 {
     struct bench_shard *shards = wk->st->shards;
@@ -115,7 +115,7 @@ static int run_variant(struct bench_worker *wk)
 {
     struct bench_state *st = wk->st;
     uint64_t n = st->ops_per_thread;
-    struct prseq_area *area;
+    struct prseq_rseq_area *area;
     int owner;
 
     switch (st->variant) {
@@ -172,37 +172,26 @@ static int bench_fail(struct prseq_bench_result *out, int err, const char *what)
     return -err;
 }
 
-int prseq_bench_tight(int variant, uint32_t threads, uint64_t ops_per_thread,
-                      struct prseq_bench_result *out)
+/* The state of one variant: shards, lock, and for the "builtin" variants the
+ * built-in counter's own state. NULL, with out->error set, on failure. */
+static struct bench_state *bench_state_new(int variant, uint32_t threads, uint64_t ops_per_thread,
+                                           struct prseq_bench_result *out)
 {
-    struct bench_state *st;
-    struct bench_worker *workers;
-    uint64_t start;
-    int err = 0;
+    struct bench_state *st = aligned_alloc(PRSEQ_CACHELINE, sizeof(*st));
 
-    memset(out, 0, sizeof(*out));
-    out->threads = threads;
-    if (!prseq_bench_variant_name(variant))
-        return bench_fail(out, EINVAL, "unknown variant");
-    if (threads == 0 || threads > PRSEQ_MAX_THREADS || ops_per_thread == 0)
-        return bench_fail(out, EINVAL, "threads and ops_per_thread must be > 0");
-    st = aligned_alloc(PRSEQ_CACHELINE, sizeof(*st));
-    workers = aligned_alloc(PRSEQ_CACHELINE, sizeof(*workers) * threads);
-    if (!st || !workers) {
-        free(st);
-        free(workers);
-        return bench_fail(out, ENOMEM, "allocating the benchmark state");
+    if (!st) {
+        bench_fail(out, ENOMEM, "allocating the benchmark state");
+        return NULL;
     }
     memset(st, 0, sizeof(*st));
-    memset(workers, 0, sizeof(*workers) * threads);
     st->variant = variant;
     st->ops_per_thread = ops_per_thread;
     st->nr_shards = prseq_possible_cpus();
     st->shards = aligned_alloc(PRSEQ_CACHELINE, sizeof(struct bench_shard) * st->nr_shards);
     if (!st->shards) {
         free(st);
-        free(workers);
-        return bench_fail(out, ENOMEM, "allocating the shards");
+        bench_fail(out, ENOMEM, "allocating the shards");
+        return NULL;
     }
     memset(st->shards, 0, sizeof(struct bench_shard) * st->nr_shards);
     pthread_mutex_init(&st->lock, NULL);
@@ -212,14 +201,40 @@ int prseq_bench_tight(int variant, uint32_t threads, uint64_t ops_per_thread,
         prseq_workloads_set_cs_delay(0);
         st->wstate = st->w ? st->w->create(threads) : NULL;
         if (!st->wstate) {
+            pthread_mutex_destroy(&st->lock);
             free(st->shards);
             free(st);
-            free(workers);
-            return bench_fail(out, ENOMEM, "creating the built-in counter");
+            bench_fail(out, ENOMEM, "creating the built-in counter");
+            return NULL;
         }
     }
+    return st;
+}
 
-    start = prseq_now_ns();
+/* The counters' sum (it must equal the ops done), then the state freed. */
+static uint64_t bench_state_finish(struct bench_state *st)
+{
+    uint64_t total = st->shared;
+
+    for (uint32_t i = 0; i < st->nr_shards; i++)
+        total += st->shards[i].value;
+    if (st->wstate) {
+        total += st->w->total(st->wstate);
+        st->w->destroy(st->wstate);
+    }
+    pthread_mutex_destroy(&st->lock);
+    free(st->shards);
+    free(st);
+    return total;
+}
+
+/* Start the workers, join them, add up their tallies; 0 or the first errno. */
+static int bench_threads(struct bench_state *st, struct bench_worker *workers, uint32_t threads,
+                         struct prseq_bench_result *out)
+{
+    uint64_t start = prseq_now_ns();
+    int err = 0;
+
     for (uint32_t i = 0; i < threads; i++) {
         int rc;
         workers[i].st = st;
@@ -237,7 +252,6 @@ int prseq_bench_tight(int variant, uint32_t threads, uint64_t ops_per_thread,
         if (workers[i].started)
             pthread_join(workers[i].thread, NULL);
     out->wall_ns = prseq_now_ns() - start;
-
     for (uint32_t i = 0; i < threads; i++) {
         out->ops += workers[i].ops;
         out->aborts += workers[i].aborts;
@@ -245,16 +259,33 @@ int prseq_bench_tight(int variant, uint32_t threads, uint64_t ops_per_thread,
         if (workers[i].error && !err)
             err = workers[i].error;
     }
-    out->total = st->shared;
-    for (uint32_t i = 0; i < st->nr_shards; i++)
-        out->total += st->shards[i].value;
-    if (st->wstate) {
-        out->total += st->w->total(st->wstate);
-        st->w->destroy(st->wstate);
+    return err;
+}
+
+int prseq_bench_tight(int variant, uint32_t threads, uint64_t ops_per_thread,
+                      struct prseq_bench_result *out)
+{
+    struct bench_state *st;
+    struct bench_worker *workers;
+    int err;
+
+    memset(out, 0, sizeof(*out));
+    out->threads = threads;
+    if (!prseq_bench_variant_name(variant))
+        return bench_fail(out, EINVAL, "unknown variant");
+    if (threads == 0 || threads > PRSEQ_MAX_THREADS || ops_per_thread == 0)
+        return bench_fail(out, EINVAL, "threads and ops_per_thread must be > 0");
+    workers = aligned_alloc(PRSEQ_CACHELINE, sizeof(*workers) * threads);
+    if (!workers)
+        return bench_fail(out, ENOMEM, "allocating the benchmark workers");
+    st = bench_state_new(variant, threads, ops_per_thread, out);
+    if (!st) {
+        free(workers);
+        return -out->error;
     }
-    pthread_mutex_destroy(&st->lock);
-    free(st->shards);
-    free(st);
+    memset(workers, 0, sizeof(*workers) * threads);
+    err = bench_threads(st, workers, threads, out);
+    out->total = bench_state_finish(st);
     free(workers);
     if (err)
         return bench_fail(out, err, variant_names[variant]);

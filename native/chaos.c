@@ -52,21 +52,6 @@ void prseq_chaos_worker_bind(struct prseq_slot *slot)
     slot_signals = &slot->signals_handled;
 }
 
-/* Several injectors (and workers joining a cpuset) change masks at once,
- * so parity of one counter is not enough: mask_busy counts changes in
- * flight and mask_gen moves at both ends of each. */
-void prseq_mask_change_begin(struct prseq_run *run)
-{
-    __atomic_fetch_add(&run->mask_busy, 1, __ATOMIC_SEQ_CST);
-    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_SEQ_CST);
-}
-
-void prseq_mask_change_end(struct prseq_run *run)
-{
-    __atomic_fetch_add(&run->mask_gen, 1, __ATOMIC_SEQ_CST);
-    __atomic_fetch_sub(&run->mask_busy, 1, __ATOMIC_SEQ_CST);
-}
-
 static int stopping(struct chaos *c)
 {
     return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE) ||

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "harness.h"
+#include "util.h"
 
 #define CHAOS_MAX_INJECTORS 8
 #define CHAOS_MAX_CHOICES 64

@@ -262,7 +262,7 @@ static void fork_child(struct prseq_run *run, uint64_t *progress)
     int owner;
 
     if (!(prseq_workload_flags(w) & PRSEQ_WORKLOAD_FORK_SAFE)) {
-        struct prseq_area *area = prseq_current_area(&owner);
+        struct prseq_rseq_area *area = prseq_current_area(&owner);
         /* Registered areas are inherited: cpu_id must be a CPU id here. */
         if (area && (int32_t)__atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED) < 0)
             _exit(5);

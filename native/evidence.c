@@ -11,8 +11,9 @@
 #define _GNU_SOURCE
 #include <sched.h>
 
-#include "evidence.h"
 #include "chaos.h"
+#include "evidence.h"
+#include "util.h"
 
 /* Past the deadline, one worker is asked to move at most this often. */
 #define MOVE_EVERY_NS 10000000ull

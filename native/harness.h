@@ -1,4 +1,5 @@
-/* harness.h - the state of one run, shared by the harness and the injectors. */
+/* harness.h - the state of one run, shared by its phases (setup.c,
+ * supervise.c, worker.c, collect.c), the injectors and the evidence code. */
 #ifndef PRSEQ_HARNESS_H
 #define PRSEQ_HARNESS_H
 
@@ -75,33 +76,29 @@ struct prseq_run {
                                   (from the injector's first write on) */
 };
 
-/* Record an error that stops the run (first one wins). */
-void prseq_run_fail(struct prseq_run *run, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* The phases of prseq_run() (harness.c), in order. */
 
-/* The first required field of `w` that is wrong ("abi_version", "create", ...),
- * or NULL when the workload can run. */
-const char *prseq_workload_problem(const struct prseq_workload *w);
+/* setup.c: check the request, choose the path, read the topology, create
+ * the workload's state and the slots. 0, or a negative errno with
+ * res->error and res->errmsg set (nothing left allocated). */
+int prseq_run_setup(struct prseq_run *run, const struct prseq_workload *w,
+                    const struct prseq_config *cfg, struct prseq_result *res);
 
-/* The workload's PRSEQ_WORKLOAD_* flags (0 for an ABI version 1 workload,
- * whose structure has no flags field). */
-uint32_t prseq_workload_flags(const struct prseq_workload *w);
+/* supervise.c: start the injectors and the workers, watch the deadline and
+ * the evidence, stop and join. Returns how many workers outlived the join
+ * deadline (then res->error is ETIMEDOUT and the run must never be freed). */
+int prseq_run_supervise(struct prseq_run *run);
 
-/* splitmix64: the seeded generator of every schedule (churn, injectors). */
-uint64_t prseq_rand(uint64_t *state);
+/* collect.c: the finished run's numbers into run->res. */
+void prseq_run_collect(struct prseq_run *run);
 
-/* A CPU mask sized for nr_cpus possible CPU ids (CPU_ALLOC), zeroed, and
- * its size in bytes for the *_S macros and sched_{get,set}affinity; NULL
- * when out of memory. Free with CPU_FREE. */
-cpu_set_t *prseq_mask_alloc(uint32_t nr_cpus, size_t *size);
+/* setup.c: destroy the workload's state and free what setup allocated. */
+void prseq_run_teardown(struct prseq_run *run);
 
-/* Nanoseconds on CLOCK_MONOTONIC. */
-uint64_t prseq_now_ns(void);
-
-/* Injectors that change CPU masks wrap the change in these, so invariant
- * sampling can tell a settled mask from one that is moving. */
-void prseq_mask_change_begin(struct prseq_run *run);
-void prseq_mask_change_end(struct prseq_run *run);
+/* worker.c: start a thread in slot `s` (0 or a negative errno; the run then
+ * fails); 1 while the slot still has ops to do. */
+int prseq_start_slot(struct prseq_run *run, struct prseq_slot *s);
+int prseq_slot_wants_more(const struct prseq_slot *s);
 
 /* Injectors (chaos.c). start runs after the workers started and returns 0
  * or a negative errno (the run then fails with a message); stop ends the

@@ -7,15 +7,15 @@
 #include <string.h>
 
 #include "abi.h"
-#include "harness.h"
 #include "prseq_core.h"
+#include "util.h"
 
 /* Exported with default visibility: a workload finds it with
  * dlsym(RTLD_DEFAULT, ...) once this module is in the global scope. */
-__attribute__((visibility("default"))) struct prseq_area *prseq_harness_rseq_area(void)
+__attribute__((visibility("default"))) struct prseq_rseq_area *prseq_harness_rseq_area(void)
 {
     int owner;
-    struct prseq_area *area = prseq_current_area(&owner);
+    struct prseq_rseq_area *area = prseq_current_area(&owner);
     return owner == PRSEQ_OWNER_OWN ? area : NULL;
 }
 

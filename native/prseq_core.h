@@ -21,7 +21,18 @@
 #define PRSEQ_OWNER_OWN 2    /* pytest-rseq registered its own area */
 #define PRSEQ_OWNER_WORKLOAD 3 /* the workload registers its own area (own mode) */
 
-#define PRSEQ_MAX_THREADS 1024
+#define PRSEQ_MAX_THREADS 1024 /* worker threads of one run (prseq_config.threads) */
+#define PRSEQ_MAX_SHARDS 4096  /* per-CPU values a run reports (prseq_result.shards) */
+
+/* Kinds of rseq-area invariant violations (prseq_result.first_violation[0]). */
+enum prseq_violation {
+    PRSEQ_VIOLATION_CPU_ID_START = 1,    /* cpu_id_start != cpu_id outside a section */
+    PRSEQ_VIOLATION_GETCPU = 2,          /* getcpu() != cpu_id */
+    PRSEQ_VIOLATION_CPU_RANGE = 3,       /* cpu_id is not a possible CPU */
+    PRSEQ_VIOLATION_MM_CID_RANGE = 4,    /* mm_cid >= min(possible CPUs, threads of the process) */
+    PRSEQ_VIOLATION_CPU_NOT_ALLOWED = 5, /* cpu_id outside the thread's settled affinity mask */
+    PRSEQ_VIOLATION_NODE_ID = 6,         /* node_id != the NUMA node of cpu_id */
+};
 
 /* Bits of prseq_result.evidence_missing: what the run did not show (see
  * docs/guide.md, "Verdicts"). The supervisor extends a run past duration_s,
@@ -114,9 +125,9 @@ struct prseq_result {
     uint64_t invariant_samples;
     uint64_t invariant_violations;
     uint64_t first_violation[4];  /* kind, cpu_id, cpu_id_start, other */
-    uint64_t slot_ops[1024];      /* ops completed per worker slot */
+    uint64_t slot_ops[PRSEQ_MAX_THREADS]; /* ops completed per worker slot */
     uint32_t nr_shards;           /* entries of shards[] filled by the workload */
-    uint64_t shards[4096];        /* per-CPU (or per-mm_cid) values after the run */
+    uint64_t shards[PRSEQ_MAX_SHARDS]; /* per-CPU (or per-mm_cid) values after the run */
     double duration_s;
     double extended_s;            /* how long the run went on past duration_s for evidence */
     uint32_t evidence_missing;    /* PRSEQ_EVIDENCE_* bits still missing at the end */

@@ -57,7 +57,7 @@ enum counter_kind {
 
 /* Per-thread state of the clobbering canaries. */
 struct clobber {
-    struct prseq_area *area;
+    struct prseq_rseq_area *area;
     uint32_t fake_cpu;
     uint32_t cpus[2]; /* two allowed CPUs, when there are two */
     int nr_cpus;
@@ -229,7 +229,7 @@ static int op_clobber(void *state, struct prseq_thread *t)
 {
     struct counter *c = state;
     struct clobber *k = t->local;
-    struct prseq_area *a = k->area;
+    struct prseq_rseq_area *a = k->area;
     unsigned int cpu = 0;
 
     op_fallback(state, t);
@@ -279,7 +279,7 @@ static inline __attribute__((always_inline)) int
 counter_ops(struct counter *c, struct prseq_thread *t, const uint32_t *index,
             const uint32_t *cmp, uint64_t n, uint64_t *done)
 {
-    struct prseq_area *area = t->local;
+    struct prseq_rseq_area *area = t->local;
     struct shard *shards = c->shards;
     uint32_t nr_shards = c->nr_shards;
     uint64_t delay = c->delay, aborts = 0, i;
@@ -311,14 +311,14 @@ out:
  * it outside only (librseq's old bug) lets two threads share a shard. */
 static int op_cpu_id(void *state, struct prseq_thread *t)
 {
-    struct prseq_area *area = t->local;
+    struct prseq_rseq_area *area = t->local;
     uint64_t done = 0;
     return counter_ops(state, t, &area->cpu_id_start, &area->cpu_id, 1, &done);
 }
 
 static int op_mm_cid(void *state, struct prseq_thread *t)
 {
-    struct prseq_area *area = t->local;
+    struct prseq_rseq_area *area = t->local;
     uint64_t done = 0;
     return counter_ops(state, t, &area->mm_cid, &area->mm_cid, 1, &done);
 }
@@ -326,14 +326,14 @@ static int op_mm_cid(void *state, struct prseq_thread *t)
 /* The harness's fast path for the two counters: a whole batch per call. */
 static int batch_cpu_id(void *state, struct prseq_thread *t, uint64_t n, uint64_t *done)
 {
-    struct prseq_area *area = t->local;
+    struct prseq_rseq_area *area = t->local;
 
     return counter_ops(state, t, &area->cpu_id_start, &area->cpu_id, n, done);
 }
 
 static int batch_mm_cid(void *state, struct prseq_thread *t, uint64_t n, uint64_t *done)
 {
-    struct prseq_area *area = t->local;
+    struct prseq_rseq_area *area = t->local;
 
     return counter_ops(state, t, &area->mm_cid, &area->mm_cid, n, done);
 }
@@ -343,7 +343,7 @@ static int batch_mm_cid(void *state, struct prseq_thread *t, uint64_t n, uint64_
 static int op_racy(void *state, struct prseq_thread *t)
 {
     struct counter *c = state;
-    struct prseq_area *area = t->local;
+    struct prseq_rseq_area *area = t->local;
     uint32_t cpu = area ? __atomic_load_n(&area->cpu_id, __ATOMIC_RELAXED)
                         : (uint32_t)sched_getcpu();
     volatile uint64_t *slot;
@@ -366,7 +366,7 @@ static int op_racy(void *state, struct prseq_thread *t)
  * migration between the read and the commit makes the thread write another
  * CPU's shard concurrently with that CPU's own writer: lost counts. */
 struct stale_cpu {
-    struct prseq_area *area;
+    struct prseq_rseq_area *area;
     uint32_t cpu;  /* cpu_id as read at the last refresh */
     uint32_t left; /* ops until the next refresh */
 };
@@ -457,7 +457,7 @@ static void exit_loss_thread_exit(void *state, struct prseq_thread *t)
 static int op_bad_sig(void *state, struct prseq_thread *t)
 {
     struct counter *c = state;
-    struct prseq_area *area = t->local;
+    struct prseq_rseq_area *area = t->local;
 
     for (;;) {
         uint32_t cpu = __atomic_load_n(&area->cpu_id_start, __ATOMIC_RELAXED);

@@ -146,18 +146,18 @@ def test_bad_arguments_name_the_value(args: list[str], needle: str) -> None:
 
 
 def _tight(variant: int, threads: int, ops: int) -> tuple[int, object]:
-    from pytest_rseq._native import load
+    from benchmarks.native import load_bench
 
-    ffi, lib = load()
+    ffi, lib = load_bench()
     out = ffi.new("struct prseq_bench_result *")
     return lib.prseq_bench_tight(variant, threads, ops, out), out
 
 
 @pytest.mark.parametrize("variant", range(7))
 def test_every_tight_loop_counts_every_op(variant: int) -> None:
-    from pytest_rseq._native import load
+    from benchmarks.native import load_bench
 
-    _, lib = load()
+    _, lib = load_bench()
     assert variant < lib.PRSEQ_BENCH_NR_VARIANTS
     rc, out = _tight(variant, 4, 200_003)
     assert rc == 0
@@ -167,14 +167,23 @@ def test_every_tight_loop_counts_every_op(variant: int) -> None:
 
 
 def test_tight_loop_rejects_bad_input() -> None:
-    from pytest_rseq._native import load
+    from benchmarks.native import load_bench
 
-    ffi, lib = load()
+    ffi, lib = load_bench()
     for variant, threads, ops in ((99, 1, 1), (0, 0, 1), (0, 1, 0)):
         rc, out = _tight(variant, threads, ops)
         assert rc < 0 and out.error > 0
         assert ffi.string(out.errmsg)
     assert lib.prseq_bench_variant_name(lib.PRSEQ_BENCH_NR_VARIANTS) == ffi.NULL
+
+
+def test_shipped_core_holds_no_benchmark_code() -> None:
+    from pytest_rseq._native import load
+
+    ffi, lib = load()
+    assert not [name for name in dir(lib) if "bench" in name.lower()]
+    with pytest.raises(ffi.error):
+        ffi.typeof("struct prseq_bench_result")
 
 
 @pytest.mark.parametrize("workload", ["counter", "counter_mm_cid"])

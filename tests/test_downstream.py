@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 import pytest_rseq
-from pytest_rseq import Workload
+from pytest_rseq import Workload, _native
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "downstream"
 CC = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
@@ -115,7 +115,8 @@ def test_example_cross_compiles_for_aarch64_and_lints_clean(
     assert pytest_rseq.lint(libs["libpercpu.so"]) == []
     findings = pytest_rseq.lint(libs["libpercpu_broken.so"])
     assert [f.check for f in findings] == ["signature"]
-    assert "0xd428bc00" in findings[0].message
+    sig = _native.load()[1].PRSEQ_RSEQ_SIG_AARCH64
+    assert f"{sig:#010x}" in findings[0].message
 
 
 LINTED_TEST = """

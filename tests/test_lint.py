@@ -14,13 +14,22 @@ import pytest_rseq
 from pytest_rseq.elf.lint import LintError, LintFinding, check_library, lint
 
 CC = shutil.which("cc") or shutil.which("gcc")
+
+
+def _signature(arch: str) -> int:
+    """The rseq signature of ``arch`` as pytest_rseq.h defines it (read from the core)."""
+    from pytest_rseq._native import load
+
+    return int(getattr(load()[1], f"PRSEQ_RSEQ_SIG_{arch.upper()}"))
+
+
 # Cross compilers, when the machine has them: the linter reads either architecture.
 CROSS = {
-    "aarch64": (shutil.which("aarch64-linux-gnu-gcc"), 0xD428BC00),
-    "x86_64": (shutil.which("x86_64-linux-gnu-gcc"), 0x53053053),
+    "aarch64": (shutil.which("aarch64-linux-gnu-gcc"), _signature("aarch64")),
+    "x86_64": (shutil.which("x86_64-linux-gnu-gcc"), _signature("x86_64")),
 }
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
-SIG = {"x86_64": 0x53053053, "aarch64": 0xD428BC00}.get(platform.machine())
+SIG = CROSS[platform.machine()][1] if platform.machine() in CROSS else None
 
 # One function holding a section [1, 2) and an abort handler at 4, preceded by
 # {sig_bytes}; the descriptor fields are filled in per test.

@@ -18,12 +18,13 @@ INCLUDES = [f"-I{NATIVE}", f"-I{ROOT / 'pytest_rseq' / 'include'}"]
 CFLAGS = ["-std=gnu11", "-Wall", "-Wextra", "-Werror"]
 
 
-def _sources() -> list[str]:
+def _sources(which: str = "SOURCES") -> list[str]:
+    """The C files of native/build.py's list ``which`` (the core, or BENCH_SOURCES)."""
     spec = importlib.util.spec_from_file_location("prseq_native_build", NATIVE / "build.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [str(NATIVE / name) for name in module.SOURCES]
+    return [str(NATIVE / name) for name in getattr(module, which)]
 
 
 def test_stale_sources_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +61,7 @@ def test_loading_the_plugin_does_not_load_the_core() -> None:
 def test_sections_compile_for_aarch64(compiler: str, tmp_path: Path) -> None:
     if shutil.which(compiler) is None:
         pytest.skip(f"{compiler} is not installed (Debian: gcc-aarch64-linux-gnu)")
-    for source in _sources():
+    for source in _sources("BENCH_SOURCES"):
         obj = tmp_path / (Path(source).stem + ".o")
         subprocess.run(
             [compiler, *CFLAGS, "-O2", *INCLUDES, "-c", source, "-o", str(obj)], check=True
@@ -72,7 +73,8 @@ def test_sections_compile_for_aarch64(compiler: str, tmp_path: Path) -> None:
     )
     # binutils-aarch64-linux-gnu comes with the cross compiler.
     assert dump.returncode == 0, dump.stderr
-    assert "d428bc00" in dump.stdout  # the signature word before each abort handler
+    sig = _native.load()[1].PRSEQ_RSEQ_SIG_AARCH64
+    assert f"{sig:08x}" in dump.stdout  # the signature word before each abort handler
 
 
 def _driver(tmp_path: Path, sanitizer: str) -> Path:

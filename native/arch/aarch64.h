@@ -1,81 +1,52 @@
-/* aarch64.h - rseq critical sections for aarch64 (see arch.h for the contract). */
+/* aarch64.h - the instruction blocks of the rseq critical sections on aarch64.
+ *
+ * arch.h builds the sections from these blocks and the shared ones of
+ * rseq_cs.h. Operands the blocks name: rseq_cs (the area's field), cmp and
+ * expect (the CPU check), v (the value), delay (spin iterations), sig.
+ */
 #ifndef PRSEQ_ARCH_AARCH64_H
 #define PRSEQ_ARCH_AARCH64_H
 
-#include <stdint.h>
+/* Registers the blocks use as scratch (the asm statement's clobbers). */
+#define PRSEQ_ASM_SCRATCH "x16", "x17"
 
-#include "../abi.h"
+/* area->rseq_cs = the descriptor at label `cs` (position independent). */
+#define PRSEQ_ASM_STORE_CS(cs)                                               \
+    "adrp x16, " #cs "b\n\t"                                                 \
+    "add x16, x16, :lo12:" #cs "b\n\t"                                       \
+    "str x16, %[rseq_cs]\n\t"
 
-/* "brk #0x45e0": an instruction that traps if ever executed, so the
- * signature word before the abort handler is never run by mistake. */
-#define PRSEQ_SIG 0xd428bc00
-#define PRSEQ_STR_(x) #x
-#define PRSEQ_STR(x) PRSEQ_STR_(x)
+/* Leave for `target` unless *cmp == expect. */
+#define PRSEQ_ASM_CMP_CPU(target)                                            \
+    "ldr w17, %[cmp]\n\t"                                                    \
+    "cmp w17, %w[expect]\n\t"                                                \
+    "b.ne %l[" #target "]\n\t"
 
-/*
- * Descriptor in __rseq_cs, its address in __rseq_cs_ptr_array, the section
- * [1, 2) whose last instruction is the commit `str`, and the abort handler in
- * __rseq_failure right behind the signature word.
- */
-#define PRSEQ_A64_INC(SIG)                                                   \
-    __asm__ goto(                                                            \
-        ".pushsection __rseq_cs, \"aw\"\n\t"                                 \
-        ".balign 32\n\t"                                                     \
-        "3:\n\t"                                                             \
-        ".long 0x0, 0x0\n\t"                                                 \
-        ".quad 1f, (2f - 1f), 4f\n\t"                                        \
-        ".popsection\n\t"                                                    \
-        ".pushsection __rseq_cs_ptr_array, \"aw\"\n\t"                       \
-        ".quad 3b\n\t"                                                       \
-        ".popsection\n\t"                                                    \
-        "adrp x16, 3b\n\t"                                                   \
-        "add x16, x16, :lo12:3b\n\t"                                         \
-        "str x16, %[rseq_cs]\n\t"                                            \
-        "1:\n\t"                                                             \
-        "ldr w17, %[cmp]\n\t"                                                \
-        "cmp w17, %w[expect]\n\t"                                            \
-        "b.ne %l[mismatch]\n\t"                                              \
-        "ldr x16, %[v]\n\t"                                                  \
-        "mov x17, %[delay]\n\t"                                              \
-        "cbz x17, 6f\n\t"                                                    \
-        "5:\n\t"                                                             \
-        "subs x17, x17, #1\n\t"                                              \
-        "b.ne 5b\n\t"                                                        \
-        "6:\n\t"                                                             \
-        "add x16, x16, #1\n\t"                                               \
-        "str x16, %[v]\n\t"                                                  \
-        "2:\n\t"                                                             \
-        ".pushsection __rseq_failure, \"ax\"\n\t"                            \
-        ".inst " PRSEQ_STR(SIG) "\n\t"                                       \
-        "4:\n\t"                                                             \
-        "b %l[aborted]\n\t"                                                  \
-        ".popsection\n\t"                                                    \
-        :                                                                    \
-        : [rseq_cs] "m"(area->rseq_cs), [cmp] "m"(*cmp),                     \
-          [expect] "r"(expect), [v] "m"(*v), [delay] "r"(delay)              \
-        : "memory", "cc", "x16", "x17"                                       \
-        : mismatch, aborted)
+/* Scratch = *v. */
+#define PRSEQ_ASM_LOAD_V "ldr x16, %[v]\n\t"
 
-static inline int prseq_arch_inc(struct prseq_area *area, const uint32_t *cmp,
-                                 uint32_t expect, uint64_t *v, uint64_t delay)
-{
-    PRSEQ_A64_INC(0xd428bc00);
-    return 0;
-mismatch:
-    return 1;
-aborted:
-    return -1;
-}
+/* Spin `delay` iterations (labels `loop` and `done`, none when delay is 0). */
+#define PRSEQ_ASM_SPIN(loop, done)                                           \
+    "mov x17, %[delay]\n\t"                                                  \
+    "cbz x17, " #done "f\n\t"                                                \
+    #loop ":\n\t"                                                            \
+    "subs x17, x17, #1\n\t"                                                  \
+    "b.ne " #loop "b\n\t"                                                    \
+    #done ":\n\t"
 
-static inline int prseq_arch_inc_bad_sig(struct prseq_area *area, const uint32_t *cmp,
-                                         uint32_t expect, uint64_t *v, uint64_t delay)
-{
-    PRSEQ_A64_INC(0xd428bc01);
-    return 0;
-mismatch:
-    return 1;
-aborted:
-    return -1;
-}
+/* The commit: *v = scratch + 1, one store. */
+#define PRSEQ_ASM_COMMIT_V_PLUS_1                                            \
+    "add x16, x16, #1\n\t"                                                   \
+    "str x16, %[v]\n\t"
+
+/* The abort handler at label `abort`, in __rseq_failure, branching to
+ * `target`, right behind the signature word (with the signature of
+ * pytest_rseq.h it decodes as "brk #0x45e0": it traps if ever executed). */
+#define PRSEQ_ASM_DEFINE_ABORT(abort, target)                                \
+    ".pushsection __rseq_failure, \"ax\"\n\t"                                \
+    ".inst %c[sig]\n\t"                                                      \
+    #abort ":\n\t"                                                           \
+    "b %l[" #target "]\n\t"                                                  \
+    ".popsection\n\t"
 
 #endif /* PRSEQ_ARCH_AARCH64_H */

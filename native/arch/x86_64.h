@@ -1,82 +1,52 @@
-/* x86_64.h - rseq critical sections for x86_64 (see arch.h for the contract). */
+/* x86_64.h - the instruction blocks of the rseq critical sections on x86_64.
+ *
+ * arch.h builds the sections from these blocks and the shared ones of
+ * rseq_cs.h. Operands the blocks name: rseq_cs (the area's field), cmp and
+ * expect (the CPU check), v (the value), delay (spin iterations), sig.
+ */
 #ifndef PRSEQ_ARCH_X86_64_H
 #define PRSEQ_ARCH_X86_64_H
 
-#include <stdint.h>
+/* Registers the blocks use as scratch (the asm statement's clobbers). */
+#define PRSEQ_ASM_SCRATCH "rax", "rcx"
 
-#include "../abi.h"
+/* area->rseq_cs = the descriptor at label `cs` (position independent). */
+#define PRSEQ_ASM_STORE_CS(cs)                                               \
+    "leaq " #cs "b(%%rip), %%rax\n\t"                                        \
+    "movq %%rax, %[rseq_cs]\n\t"
 
-#define PRSEQ_SIG 0x53053053
-#define PRSEQ_STR_(x) #x
-#define PRSEQ_STR(x) PRSEQ_STR_(x)
+/* Leave for `target` unless *cmp == expect. */
+#define PRSEQ_ASM_CMP_CPU(target)                                            \
+    "cmpl %[expect], %[cmp]\n\t"                                             \
+    "jnz %l[" #target "]\n\t"
 
-/*
- * Descriptor in __rseq_cs (32-byte aligned: version, flags, start_ip,
- * post_commit_offset, abort_ip), its address in __rseq_cs_ptr_array, the
- * section [1, 2) that loads *v, spins, and ends in one `movq` of *v + 1 to
- * memory (the commit), and the abort
- * handler in __rseq_failure behind "ud1 <sig>(%rip), %edi" so the four bytes
- * before the abort address are the signature.
- */
-#define PRSEQ_X86_INC(SIG)                                                   \
-    __asm__ goto(                                                            \
-        ".pushsection __rseq_cs, \"aw\"\n\t"                                 \
-        ".balign 32\n\t"                                                     \
-        "3:\n\t"                                                             \
-        ".long 0x0, 0x0\n\t"                                                 \
-        ".quad 1f, (2f - 1f), 4f\n\t"                                        \
-        ".popsection\n\t"                                                    \
-        ".pushsection __rseq_cs_ptr_array, \"aw\"\n\t"                       \
-        ".quad 3b\n\t"                                                       \
-        ".popsection\n\t"                                                    \
-        "leaq 3b(%%rip), %%rax\n\t"                                          \
-        "movq %%rax, %[rseq_cs]\n\t"                                         \
-        "1:\n\t"                                                             \
-        "cmpl %[expect], %[cmp]\n\t"                                         \
-        "jnz %l[mismatch]\n\t"                                               \
-        "movq %[v], %%rax\n\t"                                               \
-        "movq %[delay], %%rcx\n\t"                                           \
-        "testq %%rcx, %%rcx\n\t"                                             \
-        "jz 6f\n\t"                                                          \
-        "5:\n\t"                                                             \
-        "decq %%rcx\n\t"                                                     \
-        "jnz 5b\n\t"                                                         \
-        "6:\n\t"                                                             \
-        "addq $1, %%rax\n\t"                                                 \
-        "movq %%rax, %[v]\n\t"                                               \
-        "2:\n\t"                                                             \
-        ".pushsection __rseq_failure, \"ax\"\n\t"                            \
-        ".byte 0x0f, 0xb9, 0x3d\n\t"                                         \
-        ".long " PRSEQ_STR(SIG) "\n\t"                                       \
-        "4:\n\t"                                                             \
-        "jmp %l[aborted]\n\t"                                                \
-        ".popsection\n\t"                                                    \
-        :                                                                    \
-        : [rseq_cs] "m"(area->rseq_cs), [cmp] "m"(*cmp),                     \
-          [expect] "r"(expect), [v] "m"(*v), [delay] "r"(delay)              \
-        : "memory", "cc", "rax", "rcx"                                       \
-        : mismatch, aborted)
+/* Scratch = *v. */
+#define PRSEQ_ASM_LOAD_V "movq %[v], %%rax\n\t"
 
-static inline int prseq_arch_inc(struct prseq_area *area, const uint32_t *cmp,
-                                 uint32_t expect, uint64_t *v, uint64_t delay)
-{
-    PRSEQ_X86_INC(0x53053053);
-    return 0;
-mismatch:
-    return 1;
-aborted:
-    return -1;
-}
+/* Spin `delay` iterations (labels `loop` and `done`, none when delay is 0). */
+#define PRSEQ_ASM_SPIN(loop, done)                                           \
+    "movq %[delay], %%rcx\n\t"                                               \
+    "testq %%rcx, %%rcx\n\t"                                                 \
+    "jz " #done "f\n\t"                                                      \
+    #loop ":\n\t"                                                            \
+    "decq %%rcx\n\t"                                                         \
+    "jnz " #loop "b\n\t"                                                     \
+    #done ":\n\t"
 
-static inline int prseq_arch_inc_bad_sig(struct prseq_area *area, const uint32_t *cmp,
-                                         uint32_t expect, uint64_t *v, uint64_t delay)
-{
-    PRSEQ_X86_INC(0x53053054);
-    return 0;
-mismatch:
-    return 1;
-aborted:
-    return -1;
-}
+/* The commit: *v = scratch + 1, one store. */
+#define PRSEQ_ASM_COMMIT_V_PLUS_1                                            \
+    "addq $1, %%rax\n\t"                                                     \
+    "movq %%rax, %[v]\n\t"
+
+/* The abort handler at label `abort`, in __rseq_failure, jumping to
+ * `target`. The signature is the operand of "ud1 <sig>(%rip), %edi", so the
+ * four bytes before the abort address are the signature and are never run. */
+#define PRSEQ_ASM_DEFINE_ABORT(abort, target)                                \
+    ".pushsection __rseq_failure, \"ax\"\n\t"                                \
+    ".byte 0x0f, 0xb9, 0x3d\n\t"                                             \
+    ".long %c[sig]\n\t"                                                      \
+    #abort ":\n\t"                                                           \
+    "jmp %l[" #target "]\n\t"                                                \
+    ".popsection\n\t"
 
 #endif /* PRSEQ_ARCH_X86_64_H */

@@ -72,8 +72,13 @@ typedef const struct prseq_workload *(*prseq_workload_fn)(void);
  * Call prseq_rseq_area() in thread_init and keep the pointer in t->local:
  * it does a dlsym on the "own" path, too slow for every op.
  */
+/* cffi-cdef-begin */
+/* The rseq signature: the word right before every abort handler, and the
+ * last argument of the rseq syscall. These are the only place pytest-rseq
+ * writes it (its own sections, the linter and the tests read them). */
 #define PRSEQ_RSEQ_SIG_X86_64 0x53053053u
-#define PRSEQ_RSEQ_SIG_AARCH64 0xd428bc00u
+#define PRSEQ_RSEQ_SIG_AARCH64 0xd428bc00u /* "brk #0x45e0": traps if ever run */
+/* cffi-cdef-end */
 #if defined(__x86_64__)
 #define PRSEQ_RSEQ_SIG PRSEQ_RSEQ_SIG_X86_64
 #elif defined(__aarch64__)

@@ -1,6 +1,6 @@
 /* percpu_aarch64.h - the rseq critical sections of the example, aarch64.
- * Same contract as percpu_x86_64.h; the signature word (0xd428bc00,
- * "brk #0x45e0") sits right before each abort handler in __rseq_failure. */
+ * Same contract as percpu_x86_64.h; the signature word (PRSEQ_RSEQ_SIG, which
+ * decodes as "brk #0x45e0") sits right before each abort handler in __rseq_failure. */
 #ifndef PERCPU_AARCH64_H
 #define PERCPU_AARCH64_H
 
@@ -8,8 +8,9 @@
 
 #include "pytest_rseq.h"
 
-#define PERCPU_STR_(x) #x
-#define PERCPU_STR(x) PERCPU_STR_(x)
+/* The signature word PERCPU_ABORT emits, as an asm input operand: the value
+ * is pytest_rseq.h's PRSEQ_RSEQ_SIG, never written out here. */
+#define PERCPU_SIG(value) [sig] "i"((uint64_t)(value))
 
 #define PERCPU_DESCRIPTOR                                                    \
     ".pushsection __rseq_cs, \"aw\"\n\t"                                     \
@@ -25,9 +26,9 @@
     "add x16, x16, :lo12:3b\n\t"                                             \
     "str x16, %[rseq_cs]\n\t"
 
-#define PERCPU_ABORT(SIG)                                                    \
+#define PERCPU_ABORT                                                         \
     ".pushsection __rseq_failure, \"ax\"\n\t"                                \
-    ".inst " PERCPU_STR(SIG) "\n\t"                                          \
+    ".inst %c[sig]\n\t"                                                      \
     "4:\n\t"                                                                 \
     "b %l[aborted]\n\t"                                                      \
     ".popsection\n\t"
@@ -49,17 +50,18 @@
                  "ldr x17, %[v]\n\t"                                         \
                  "add x17, x17, #1\n\t"                                      \
                  "str x17, %[v]\n\t"                                         \
-                 "2:\n\t" PERCPU_ABORT(SIG)                                  \
+                 "2:\n\t" PERCPU_ABORT                                       \
                  :                                                           \
                  : [rseq_cs] "Q"(rs->rseq_cs), [cpu_id] "Q"(rs->cpu_id),     \
-                   [cpu] "r"(cpu), [v] "Q"(*v), [delay] "r"(delay)           \
+                   [cpu] "r"(cpu), [v] "Q"(*v), [delay] "r"(delay),          \
+                   PERCPU_SIG(SIG)                                           \
                  : "memory", "cc", "x16", "x17"                              \
                  : mismatch, aborted)
 
 static inline int percpu_add(struct prseq_rseq_area *rs, uint32_t cpu, uint64_t *v,
                              uint64_t delay)
 {
-    PERCPU_ADD(0xd428bc00);
+    PERCPU_ADD(PRSEQ_RSEQ_SIG);
     return 0;
 mismatch:
     return 1;
@@ -70,7 +72,7 @@ aborted:
 static inline int percpu_add_bad_signature(struct prseq_rseq_area *rs, uint32_t cpu,
                                            uint64_t *v, uint64_t delay)
 {
-    PERCPU_ADD(0xd428bc01);
+    PERCPU_ADD(PRSEQ_RSEQ_SIG + 1);
     return 0;
 mismatch:
     return 1;
@@ -86,10 +88,11 @@ static inline int percpu_pop(struct prseq_rseq_area *rs, uint32_t cpu, void **he
                  "ldr x17, [x16]\n\t"
                  "str x16, %[out]\n\t"
                  "str x17, %[head]\n\t"
-                 "2:\n\t" PERCPU_ABORT(0xd428bc00)
+                 "2:\n\t" PERCPU_ABORT
                  :
                  : [rseq_cs] "Q"(rs->rseq_cs), [cpu_id] "Q"(rs->cpu_id), [cpu] "r"(cpu),
-                   [head] "Q"(*head), [out] "Q"(*out)
+                   [head] "Q"(*head), [out] "Q"(*out),
+                   PERCPU_SIG(PRSEQ_RSEQ_SIG)
                  : "memory", "cc", "x16", "x17"
                  : mismatch, aborted);
     return 0;
@@ -105,10 +108,11 @@ static inline int percpu_push(struct prseq_rseq_area *rs, uint32_t cpu, void **h
                  "ldr x17, %[head]\n\t"
                  "str x17, [%[node]]\n\t"
                  "str %[node], %[head]\n\t"
-                 "2:\n\t" PERCPU_ABORT(0xd428bc00)
+                 "2:\n\t" PERCPU_ABORT
                  :
                  : [rseq_cs] "Q"(rs->rseq_cs), [cpu_id] "Q"(rs->cpu_id), [cpu] "r"(cpu),
-                   [head] "Q"(*head), [node] "r"(node)
+                   [head] "Q"(*head), [node] "r"(node),
+                   PERCPU_SIG(PRSEQ_RSEQ_SIG)
                  : "memory", "cc", "x16", "x17"
                  : mismatch, aborted);
     return 0;
@@ -132,10 +136,11 @@ static inline int percpu_push_commit_early(struct prseq_rseq_area *rs, uint32_t 
                  "b.ne 5b\n\t"
                  "6:\n\t"
                  "str x17, [%[node]]\n\t"
-                 "2:\n\t" PERCPU_ABORT(0xd428bc00)
+                 "2:\n\t" PERCPU_ABORT
                  :
                  : [rseq_cs] "Q"(rs->rseq_cs), [cpu_id] "Q"(rs->cpu_id), [cpu] "r"(cpu),
-                   [head] "Q"(*head), [node] "r"(node), [delay] "r"(delay)
+                   [head] "Q"(*head), [node] "r"(node), [delay] "r"(delay),
+                   PERCPU_SIG(PRSEQ_RSEQ_SIG)
                  : "memory", "cc", "x16", "x17"
                  : mismatch, aborted);
     return 0;

@@ -18,8 +18,9 @@
 
 #include "pytest_rseq.h"
 
-#define PERCPU_STR_(x) #x
-#define PERCPU_STR(x) PERCPU_STR_(x)
+/* The signature word PERCPU_ABORT emits, as an asm input operand: the value
+ * is pytest_rseq.h's PRSEQ_RSEQ_SIG, never written out here. */
+#define PERCPU_SIG(value) [sig] "i"((uint64_t)(value))
 
 #define PERCPU_DESCRIPTOR                                                    \
     ".pushsection __rseq_cs, \"aw\"\n\t"                                     \
@@ -34,10 +35,10 @@
     "leaq 3b(%%rip), %%rax\n\t"                                              \
     "movq %%rax, %[rseq_cs]\n\t"
 
-#define PERCPU_ABORT(SIG)                                                    \
+#define PERCPU_ABORT                                                         \
     ".pushsection __rseq_failure, \"ax\"\n\t"                                \
     ".byte 0x0f, 0xb9, 0x3d\n\t"                                             \
-    ".long " PERCPU_STR(SIG) "\n\t"                                          \
+    ".long %c[sig]\n\t"                                                      \
     "4:\n\t"                                                                 \
     "jmp %l[aborted]\n\t"                                                    \
     ".popsection\n\t"
@@ -56,17 +57,18 @@
                  "jnz 5b\n\t"                                                \
                  "6:\n\t"                                                    \
                  "addq $1, %[v]\n\t"                                         \
-                 "2:\n\t" PERCPU_ABORT(SIG)                                  \
+                 "2:\n\t" PERCPU_ABORT                                       \
                  :                                                           \
                  : [rseq_cs] "m"(rs->rseq_cs), [cpu_id] "m"(rs->cpu_id),     \
-                   [cpu] "r"(cpu), [v] "m"(*v), [delay] "r"(delay)           \
+                   [cpu] "r"(cpu), [v] "m"(*v), [delay] "r"(delay),          \
+                   PERCPU_SIG(SIG)                                           \
                  : "memory", "cc", "rax", "rcx"                              \
                  : mismatch, aborted)
 
 static inline int percpu_add(struct prseq_rseq_area *rs, uint32_t cpu, uint64_t *v,
                              uint64_t delay)
 {
-    PERCPU_ADD(0x53053053);
+    PERCPU_ADD(PRSEQ_RSEQ_SIG);
     return 0;
 mismatch:
     return 1;
@@ -78,7 +80,7 @@ aborted:
 static inline int percpu_add_bad_signature(struct prseq_rseq_area *rs, uint32_t cpu,
                                            uint64_t *v, uint64_t delay)
 {
-    PERCPU_ADD(0x53053054);
+    PERCPU_ADD(PRSEQ_RSEQ_SIG + 1);
     return 0;
 mismatch:
     return 1;
@@ -100,10 +102,11 @@ static inline int percpu_pop(struct prseq_rseq_area *rs, uint32_t cpu, void **he
                  "movq (%%rdx), %%rcx\n\t"
                  "movq %%rdx, %[out]\n\t"
                  "movq %%rcx, %[head]\n\t"
-                 "2:\n\t" PERCPU_ABORT(0x53053053)
+                 "2:\n\t" PERCPU_ABORT
                  :
                  : [rseq_cs] "m"(rs->rseq_cs), [cpu_id] "m"(rs->cpu_id), [cpu] "r"(cpu),
-                   [head] "m"(*head), [out] "m"(*out)
+                   [head] "m"(*head), [out] "m"(*out),
+                   PERCPU_SIG(PRSEQ_RSEQ_SIG)
                  : "memory", "cc", "rax", "rcx", "rdx"
                  : mismatch, aborted);
     return 0;
@@ -123,10 +126,11 @@ static inline int percpu_push(struct prseq_rseq_area *rs, uint32_t cpu, void **h
                  "movq %[head], %%rdx\n\t"
                  "movq %%rdx, (%[node])\n\t"
                  "movq %[node], %[head]\n\t"
-                 "2:\n\t" PERCPU_ABORT(0x53053053)
+                 "2:\n\t" PERCPU_ABORT
                  :
                  : [rseq_cs] "m"(rs->rseq_cs), [cpu_id] "m"(rs->cpu_id), [cpu] "r"(cpu),
-                   [head] "m"(*head), [node] "r"(node)
+                   [head] "m"(*head), [node] "r"(node),
+                   PERCPU_SIG(PRSEQ_RSEQ_SIG)
                  : "memory", "cc", "rax", "rdx"
                  : mismatch, aborted);
     return 0;
@@ -156,10 +160,11 @@ static inline int percpu_push_commit_early(struct prseq_rseq_area *rs, uint32_t 
                  "jnz 5b\n\t"
                  "6:\n\t"
                  "movq %%rdx, (%[node])\n\t"
-                 "2:\n\t" PERCPU_ABORT(0x53053053)
+                 "2:\n\t" PERCPU_ABORT
                  :
                  : [rseq_cs] "m"(rs->rseq_cs), [cpu_id] "m"(rs->cpu_id), [cpu] "r"(cpu),
-                   [head] "m"(*head), [node] "r"(node), [delay] "r"(delay)
+                   [head] "m"(*head), [node] "r"(node), [delay] "r"(delay),
+                   PERCPU_SIG(PRSEQ_RSEQ_SIG)
                  : "memory", "cc", "rax", "rcx", "rdx"
                  : mismatch, aborted);
     return 0;
