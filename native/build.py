@@ -26,18 +26,22 @@ SOURCES = [
     "abi.c",
     "util.c",
     "workloads.c",
+    "counters.c",
+    "canaries.c",
     "harness.c",
     "setup.c",
     "supervise.c",
     "worker.c",
     "collect.c",
     "chaos.c",
+    "chaos_cpu.c",
     "chaos_sys.c",
+    "chaos_fork.c",
     "evidence.c",
     "loader.c",
 ]
 """The core's C files: everything the shipped module is compiled from."""
-BENCH_SOURCES = ["bench.c", "abi.c", "util.c", "workloads.c"]
+BENCH_SOURCES = ["bench.c", "abi.c", "util.c", "workloads.c", "counters.c", "canaries.c"]
 """The benchmark module's C files: bench.c and the core code it runs."""
 BENCH_MODULE = "_prseq_bench"
 CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"]

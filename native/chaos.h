@@ -74,7 +74,16 @@ struct chaos {
 int chaos_add(struct chaos *c, const char *name, double hz,
               void (*fire)(struct chaos *, uint64_t *));
 
-/* chaos_sys.c: cgroup cpusets, CPU hotplug and fork churn. */
+/* chaos_cpu.c: the pick of a live worker, affinity churn, membarrier fences. */
+void chaos_affinity_fire(struct chaos *c, uint64_t *rng);
+void chaos_affinity_free(struct chaos *c);
+void chaos_affinity_restore(struct chaos *c);
+int chaos_affinity_setup(struct chaos *c);
+void chaos_membarrier_fire(struct chaos *c, uint64_t *rng);
+int chaos_membarrier_setup(void);
+pid_t chaos_pick_worker(struct chaos *c, uint64_t *rng, struct prseq_slot **slot, int lock);
+
+/* chaos_sys.c: cgroup cpusets and CPU hotplug; chaos_fork.c: fork churn. */
 int chaos_cpuset_setup(struct chaos *c);
 void chaos_cpuset_fire(struct chaos *c, uint64_t *rng);
 int chaos_cpuset_enter(struct chaos *c, struct prseq_slot *slot);

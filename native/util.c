@@ -1,5 +1,5 @@
 /* util.c - helpers every part of a run uses: the clock, the seeded
- * generator, CPU masks, the run's first error, mask-change markers and the
+ * generator, the possible CPU ids, CPU masks, the run's first error, mask-change markers and the
  * workload structure's accessors. It calls nothing else of the core, so
  * the harness, the injectors and the evidence code all depend on it and
  * not on each other. */
@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "harness.h"
@@ -98,4 +99,35 @@ uint32_t prseq_workload_flags(const struct prseq_workload *w)
 {
     /* A version 1 structure ends before `flags`: never read past it. */
     return w->abi_version >= 2 ? w->flags : 0;
+}
+
+/* Highest possible CPU id + 1, from /sys/devices/system/cpu/possible
+ * ("0-3", "0,2-5"): shard arrays are indexed by CPU id, and ids need not be
+ * contiguous, so the count of CPUs is not enough. */
+uint32_t prseq_possible_cpus(void)
+{
+    char buf[4096];
+    FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+    unsigned long max = 0;
+    size_t n;
+    char *p;
+
+    if (!f)
+        return CPU_SETSIZE;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (p = buf; *p;) {
+        char *end;
+        unsigned long v;
+        if (*p < '0' || *p > '9') {
+            p++;
+            continue;
+        }
+        v = strtoul(p, &end, 10);
+        if (v > max)
+            max = v;
+        p = end;
+    }
+    return (uint32_t)max + 1;
 }

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from pytest_rseq import _child, oracle, runner, workload
 from pytest_rseq._native import load
-from pytest_rseq.lint import SIGNATURES
+from pytest_rseq.elf.lint import SIGNATURES
+from pytest_rseq.engine import driver as _child
+from pytest_rseq.engine import evidence, oracle, spec, workload
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_builtin_workloads_are_the_cores(core: tuple[Any, Any]) -> None:
 
 def test_thread_limit_and_result_arrays(core: tuple[Any, Any]) -> None:
     ffi, lib = core
-    assert runner.MAX_THREADS == lib.PRSEQ_MAX_THREADS
+    assert spec.MAX_THREADS == lib.PRSEQ_MAX_THREADS
     fields = dict(ffi.typeof("struct prseq_result").fields)
     assert fields["slot_ops"].type.length == lib.PRSEQ_MAX_THREADS
     assert fields["shards"].type.length == lib.PRSEQ_MAX_SHARDS
@@ -60,7 +61,7 @@ def test_every_violation_kind_has_a_description(core: tuple[Any, Any]) -> None:
 def test_every_evidence_bit_has_a_name(core: tuple[Any, Any]) -> None:
     _, lib = core
     bits = _constants(lib, "PRSEQ_EVIDENCE_")
-    assert {name.lower() for name in bits} == set(oracle.EVIDENCE_BITS)
+    assert {name.lower() for name in bits} == set(evidence.EVIDENCE_BITS)
     assert sorted(bits.values()) == [1 << i for i in range(len(bits))]
 
 

@@ -389,7 +389,9 @@ def test_native_cpuset_injector_restores_the_groups_cpus(tmp_path: Path) -> None
     """Every run ends with the group's ``cpuset.cpus`` as it found it, never on the one CPU
     its last shift left: the next run (the fallback half of ``path="both"``, its repeats)
     starts with every CPU. Runs against a fake group folder, so no real cpuset changes."""
-    from pytest_rseq.runner import build_spec, run_in_process
+    from pytest_rseq.engine.runner import run_in_process
+    from pytest_rseq.engine.spec import RunSpec
+    from pytest_rseq.host.prep import HostPrep
 
     group = tmp_path / "group"
     group.mkdir()
@@ -397,18 +399,17 @@ def test_native_cpuset_injector_restores_the_groups_cpus(tmp_path: Path) -> None
     (group / "cpuset.cpus").write_text(initial + "\n")
     (group / "tasks").write_text("")
     for seed in (1, 2, 3):
-        spec = build_spec(
+        spec = RunSpec.build(
             "counter",
             threads=2,
-            ops_per_thread=None,
             duration=0.1,
             chaos=Chaos(cpuset_hz=500),
             path="rseq",
             registration="auto",
             seed=seed,
         )
-        spec["cpuset"] = {"dir": str(group), "tasks": str(group / "tasks"), "choices": "0;1"}
-        raw = run_in_process(spec)["runs"]["rseq"]
+        cpuset = {"dir": str(group), "tasks": str(group / "tasks"), "choices": "0;1"}
+        raw = run_in_process(spec, HostPrep(cpuset=cpuset))["runs"]["rseq"]
         assert raw["error"] is None
         assert raw["cpuset_shifts"] > 0
         # The shifts wrote "0" or "1" over the start of the file; the restore wrote it all back.
