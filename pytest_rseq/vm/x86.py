@@ -75,17 +75,17 @@ class X86Guest:
     which: Callable[[str], str | None] = field(default=_default_which, repr=False)
     arch: str = field(default="x86_64", init=False)
     python: str = field(default=sys.executable, init=False)
+    label: str = field(default="", init=False)
+    """Column title: the kernel version, `` v2only`` in cgroup-v2-only mode."""
+
+    def __post_init__(self) -> None:
+        self.label = self.version + (" v2only" if self.cgroup_v2_only else "")
 
     @property
     def version(self) -> str:
         """The kernel version the image's file name gives (``vmlinuz-<version>``)."""
         name = Path(self.kernel).name
         return name.split("vmlinuz-", 1)[1] if name.startswith("vmlinuz-") else name
-
-    @property
-    def label(self) -> str:
-        """Column title: the kernel version, ``+v2only`` in cgroup-v2-only mode."""
-        return self.version + (" v2only" if self.cgroup_v2_only else "")
 
     def check(self) -> None:
         """Raise ``GuestUnavailable`` naming what is missing to boot this guest."""
