@@ -123,12 +123,31 @@ class X86Guest:
             argv += ["--append", "cgroup_no_v1=all"]
         return [*argv, "--exec", f"sh {shlex.quote(str(script))}"]
 
+    def tool_dir(self) -> str:
+        """The folder holding ``vng`` (its helpers are started by name from there)."""
+        return str(Path(self.which("vng") or "vng").parent)
+
+    def vng_env(self) -> dict[str, str]:
+        """The environment for ``vng``: its own folder and the sbin folders on PATH."""
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([self.tool_dir(), *SBIN, env.get("PATH", "")])
+        return env
+
+    @staticmethod
+    def prepare_out() -> Path:
+        """A new host folder to share read-write with the guest (the caller removes it)."""
+        return Path(tempfile.mkdtemp(prefix="pytest-rseq-guest-"))
+
+    @staticmethod
+    def setup_lines(out: Path) -> str:
+        """The script's first lines: ``$PRSEQ_GUEST_OUT`` and the cgroup setup."""
+        return f"export {OUT_ENV}={shlex.quote(str(out))}\n" + CGROUP_SETUP
+
     def script(self, command: str, out: Path) -> str:
-        """The shell script the guest runs: cgroup setup, ``command``, its status saved."""
+        """The shell script the guest runs: setup, ``command``, its status saved."""
         q = shlex.quote
         return (
-            f"export {OUT_ENV}={q(str(out))}\n"
-            + CGROUP_SETUP
+            self.setup_lines(out)
             + f"sh -c {q(command)} > {q(str(out / OUTPUT_FILE))} 2>&1 < /dev/null\n"
             + f"echo $? > {q(str(out / STATUS_FILE))}\n"
         )
@@ -141,20 +160,16 @@ class X86Guest:
         group) and reported with ``returncode`` ``NO_STATUS`` and the console.
         """
         self.check()
-        out = Path(tempfile.mkdtemp(prefix="pytest-rseq-guest-"))
+        out = self.prepare_out()
         script = out / SCRIPT_FILE
         script.write_text(self.script(command, out))
-        env = dict(os.environ)
-        # vng starts its helpers (virtme-run) by name: they sit beside it.
-        env["PATH"] = os.pathsep.join([str(Path(self.which("vng") or "vng").parent), *SBIN,
-                                       env.get("PATH", "")])  # fmt: skip
         start = time.monotonic()
         proc = subprocess.Popen(
             self.vng_argv(script),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=self.vng_env(),
             start_new_session=True,
         )
         try:
