@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..child_process import GRACE_ENV
 from .guest import OUT_ENV, GuestResult, GuestUnavailable
 
 QEMU = "qemu-system-x86_64"
@@ -42,6 +43,8 @@ SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 STATUS_FILE = ".guest-status"
 OUTPUT_FILE = ".guest-output"
 SCRIPT_FILE = ".guest-script.sh"
+GUEST_CHILD_GRACE_S = 600
+"""Start-up allowance of each stress child in the guest (Python over 9p under TCG is slow)."""
 NO_STATUS = 255
 """``GuestResult.returncode`` when the command's status never came back (crash, timeout)."""
 CGROUP_SETUP = """\
@@ -141,7 +144,10 @@ class X86Guest:
     @staticmethod
     def setup_lines(out: Path) -> str:
         """The script's first lines: ``$PRSEQ_GUEST_OUT`` and the cgroup setup."""
-        return f"export {OUT_ENV}={shlex.quote(str(out))}\n" + CGROUP_SETUP
+        return (
+            f"export {OUT_ENV}={shlex.quote(str(out))}\n"
+            f"export {GRACE_ENV}={GUEST_CHILD_GRACE_S}\n" + CGROUP_SETUP
+        )
 
     def script(self, command: str, out: Path) -> str:
         """The shell script the guest runs: setup, ``command``, its status saved."""
