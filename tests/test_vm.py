@@ -498,3 +498,28 @@ def test_gateway_command_reports_a_missing_kernel(tmp_path: Path) -> None:
     )  # fmt: skip
     assert got.returncode == 2 and got.stdout == ""
     assert f"cannot start the guest for '{missing}'" in got.stderr
+
+
+def test_rseq_kernel_worker_runs_through_the_gateway(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The whole ``--rseq-kernel`` path with a ``vng`` that runs the guest command here:
+    the spec, the gateway's quoting and the stdin/stdout execnet needs (the VM itself is
+    covered by ``test_vm_boot.py``)."""
+    if not any(Path(p).exists() for p in x86.UDEVD):
+        pytest.skip("udev not installed here: X86Guest.check() refuses before the fake vng runs")
+    fake = Path(_fake_vng(tmp_path)).parent
+    for tool in ("qemu-system-x86_64", "depmod"):
+        (fake / tool).write_text("#!/bin/sh\nexit 0\n")
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    image = tmp_path / "vmlinuz-6.9.0-fake"
+    image.write_bytes(b"x")
+    pytester.makepyfile(
+        "import os\n\ndef test_a():\n    assert os.environ.get('PRSEQ_GUEST_OUT')\n"
+    )
+    got = pytester.runpytest_subprocess("-v", f"--rseq-kernel={image}")
+    got.stdout.fnmatch_lines_random(
+        ["*[[]6.9.0-fake[]]*PASSED*test_a*", "*[[]host[]]*FAILED*test_a*"]
+    )
+    assert got.ret == pytest.ExitCode.TESTS_FAILED  # the host worker has no guest folder
