@@ -523,3 +523,63 @@ def test_rseq_kernel_worker_runs_through_the_gateway(
         ["*[[]6.9.0-fake[]]*PASSED*test_a*", "*[[]host[]]*FAILED*test_a*"]
     )
     assert got.ret == pytest.ExitCode.TESTS_FAILED  # the host worker has no guest folder
+
+
+FAKE_ARM64_CONFTEST = """
+import os, subprocess, sys, tempfile, types
+from pathlib import Path
+from pytest_rseq.vm.guest import GuestResult
+
+class Arm64Guest:
+    arch, label, python = "aarch64", "aarch64-fake", sys.executable
+
+    def __init__(self, kernel=None, cache_dir=None):
+        pass
+
+    def check(self):
+        pass
+
+    def run(self, command, *, timeout_s):
+        out = Path(tempfile.mkdtemp())
+        env = dict(os.environ, PRSEQ_GUEST_OUT=str(out), IN_FAKE_GUEST="1")
+        got = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+        return GuestResult(got.returncode, got.stdout + got.stderr, out, 0.1)
+
+module = types.ModuleType("pytest_rseq.vm.arm64")
+module.Arm64Guest = Arm64Guest
+sys.modules["pytest_rseq.vm.arm64"] = {module}
+"""
+
+
+def test_rseq_arch_merges_the_guest_reports(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FAKE_ARM64_CONFTEST.format(module="module"))
+    pytester.makepyfile(
+        "import os\n\ndef test_a():\n    pass\n\n"
+        "def test_b():\n    assert not os.environ.get('IN_FAKE_GUEST'), 'fails in the guest'\n"
+    )
+    junit = pytester.path / "junit.xml"
+    got = pytester.runpytest_subprocess("-v", "--rseq-arch=aarch64", f"--junitxml={junit}")
+    got.stdout.fnmatch_lines_random(
+        [
+            "*::test_a PASSED*",
+            "*::test_b PASSED*",
+            "*::test_a[[]aarch64-fake[]] PASSED*",
+            "*::test_b[[]aarch64-fake[]] FAILED*",
+            "*fails in the guest*",
+            "*1 failed, 3 passed*",
+        ]
+    )
+    assert got.ret == pytest.ExitCode.TESTS_FAILED
+    assert 'name="test_b[aarch64-fake]"' in junit.read_text()
+
+
+def test_rseq_arch_without_the_guest_fails_with_the_reason(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FAKE_ARM64_CONFTEST.format(module="None"))
+    pytester.makepyfile("def test_a():\n    pass\n")
+    got = pytester.runpytest_subprocess("--rseq-arch=aarch64")
+    got.stdout.fnmatch_lines(
+        [
+            "*guest aarch64: could not start: arm64 guest not built in this version*",
+            "*1 failed, 1 passed*",
+        ]
+    )

@@ -7,7 +7,8 @@ kernel with virtme-ng and carries execnet's bytes over the guest command's
 stdin and stdout. The host is one more worker (``id=host``), and
 ``--dist each`` sends every test to every worker. The worker id is the
 kernel's label, so ``-v`` rows read ``[6.1.0-57-amd64] PASSED ...`` and the
-rseq summary names the worker of each run.
+rseq summary names the worker of each run. ``--rseq-arch`` guests cannot carry
+a worker; they run pytest inside and their reports are merged (``guest_pytest.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ HELP_KERNEL = (
     "version such as 6.1.0-57-amd64; repeatable or comma list); one xdist worker per kernel "
     "plus the host, --dist each (needs the [vm] extra, QEMU and udev)"
 )
-HELP_ARCH = f"also run every selected test in a VM of this architecture ({', '.join(ARCHES)})"
+HELP_ARCH = (
+    f"also run every selected test in a VM of this architecture ({', '.join(ARCHES)}): pytest "
+    "runs there after the host's tests and its reports join this session's"
+)
 HELP_V2_ONLY = "boot the --rseq-kernel guests with cgroup_no_v1=all (cgroup v2 only)"
 
 
@@ -77,10 +81,12 @@ def configure(config: pytest.Config) -> None:
                 f"--rseq-arch: invalid value {arch!r}: expected one of {', '.join(ARCHES)}"
             )
     if arches:
-        raise pytest.UsageError(
-            f"--rseq-arch={arches[0]}: arm64 guest not built in this version "
-            "(its guest cannot carry an xdist worker yet)"
-        )
+        from .guest_pytest import GuestSessions
+        from .targets import targets
+
+        config.pluginmanager.register(GuestSessions(config, targets([], arches)), "rseq-guests")
+    if not kernels:
+        return
     if not config.pluginmanager.hasplugin("xdist"):
         raise pytest.UsageError("--rseq-kernel needs pytest-xdist active (drop -p no:xdist)")
     if getattr(config.option, "numprocesses", None):
