@@ -390,6 +390,9 @@ def test_guest_exit_disagreeing_with_report_is_not_a_pass() -> None:
     odd = FakeGuest("k", _doc(0, registration__auto="PASS"), returncode=139)
     columns = matrix.run_matrix([targets.Target("k", lambda: odd)], [], _host())
     assert columns[1].exit_code == 2
+    crashed_fail = FakeGuest("k", _doc(1, canary__racy="FAIL"), returncode=139)
+    columns = matrix.run_matrix([targets.Target("k", lambda: crashed_fail)], [], _host())
+    assert columns[1].exit_code == 1  # a failure stays a failure
 
 
 # --- gate: not applicable is a result ---------------------------------------------------------

@@ -99,8 +99,9 @@ def column_from_result(label: str, arch: str, result: GuestResult) -> Column:
             seconds=result.wall_s,
         )  # fmt: skip
     code = int(doc.get("exit_code", gate.EXIT_COULD_NOT_TEST))
-    if code != result.returncode:
-        code = max(code, gate.EXIT_COULD_NOT_TEST) if result.returncode else code
+    if code == gate.EXIT_PASS and result.returncode != gate.EXIT_PASS:
+        # The report says pass but the gate process did not: not a pass.
+        code = gate.EXIT_COULD_NOT_TEST
     return Column(
         label=label,
         arch=arch,

@@ -22,6 +22,7 @@ guest's output and exit status are lost) and ``kmod``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -185,6 +186,13 @@ class X86Guest:
             os.killpg(proc.pid, signal.SIGKILL)
             console, _ = proc.communicate()
             note = f"\n[pytest-rseq: the guest passed its {timeout_s:g} s limit and was killed]"
+        except BaseException:
+            # Ctrl-C or SIGTERM: the VM is in its own session, so take it down here.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            shutil.rmtree(out, ignore_errors=True)
+            raise
         wall = time.monotonic() - start
         text = console.decode(errors="replace") + note
         status_file = out / STATUS_FILE
