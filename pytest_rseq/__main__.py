@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from . import gate
 from ._version import __version__
 from .gate import report
+from .vm import cli as vm_cli
 
 BLOCK_ERRNOS = {"ENOSYS": errno.ENOSYS, "EPERM": errno.EPERM}
 BLOCKED_ENV = "PYTEST_RSEQ_GATE_BLOCKED"
@@ -71,6 +72,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run the gate with the rseq syscall blocked by seccomp before exec",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    vm_cli.add_arguments(parser)
     parser.add_argument("--version", action="version", version=f"pytest-rseq {__version__}")
     return parser.parse_args(argv)
 
@@ -94,7 +96,7 @@ def _argv_without_block(args: argparse.Namespace) -> list[str]:
         argv += ["--only", text]
     for text in args.require:
         argv += ["--require", text]
-    return argv
+    return argv + vm_cli.target_argv(args)
 
 
 def reexec_blocked(name: str, args: argparse.Namespace) -> int:
@@ -189,12 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print()
     for o in outcomes:
-        if o.verdict in (gate.SKIP, gate.NOT_TESTED):
+        if o.verdict in (gate.SKIP, gate.NOT_TESTED, gate.NA):
             print(f"{o.verdict.lower()}: {o.name}: {o.detail}")
     if args.only:
         verdict += f" (only the scenarios matching {', '.join(args.only)})"
     print(f"gate: {verdict}  ({time.monotonic() - start:.1f} s, exit {code})")
-    return _finish(args, fp, outcomes, code, verdict, time.monotonic() - start)
+    seconds = time.monotonic() - start
+    if not vm_cli.wanted(args):
+        return _finish(args, fp, outcomes, code, verdict, seconds)
+    host = vm_cli.host_column(fp, outcomes, code, verdict, seconds)
+    matrix_code, columns = vm_cli.run(args, host)
+    return _finish(args, fp, outcomes, matrix_code, verdict, seconds, vm_cli.json_targets(columns))
 
 
 def _finish(
@@ -204,6 +211,7 @@ def _finish(
     code: int,
     verdict: str,
     seconds: float,
+    extra: dict[str, Any] | None = None,
 ) -> int:
     if args.json:
         doc = {
@@ -218,6 +226,7 @@ def _finish(
             "seconds": round(seconds, 3),
             "fingerprint": fp,
             "scenarios": [o.to_dict() for o in outcomes],
+            **(extra or {}),
         }
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,10 @@ counters are ~10x slower (0.5 vs 5.5 ns an op), so its hang deadline is this man
 times the rseq half's real length ..."""
 FALLBACK_SLACK_S = 20.0
 """... and at least this much longer than it."""
-CHILD_GRACE_S = 30.0
+GRACE_ENV = "PYTEST_RSEQ_CHILD_GRACE_S"
+"""Raises the grace below: an emulated guest (QEMU TCG, Python read over 9p) starts
+interpreters ~20x slower, so the VM runners set it there."""
+CHILD_GRACE_S = float(os.environ.get(GRACE_ENV) or 30.0)
 """On top of a run's own deadlines: interpreter start-up and the result file."""
 FALLBACK_ATTEMPTS = 3
 """The fallback half of "both" cannot be extended (its op budgets end it): when a clean

@@ -8,7 +8,9 @@ from typing import Any
 EXIT_PASS, EXIT_FAIL, EXIT_COULD_NOT_TEST = 0, 1, 2
 PASS, FAIL, SKIP, OFF = "PASS", "FAIL", "SKIP", "OFF"
 NOT_TESTED = "NOT TESTED"
-VERDICTS = (PASS, FAIL, SKIP, NOT_TESTED, OFF)
+NA = "N/A"
+"""Not applicable on this kernel (e.g. mm_cid before Linux 6.3): a result, not a skip."""
+VERDICTS = (PASS, FAIL, SKIP, NOT_TESTED, OFF, NA)
 
 
 @dataclass

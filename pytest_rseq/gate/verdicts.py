@@ -15,6 +15,7 @@ from .outcome import (
     EXIT_FAIL,
     EXIT_PASS,
     FAIL,
+    NA,
     NOT_TESTED,
     OFF,
     PASS,
@@ -68,6 +69,7 @@ def run_scenario(
     scenario: Scenario, fp: dict[str, Any], *, duration: float, seed: int | None
 ) -> Outcome:
     """Run one scenario and judge it (never raises for what the machine cannot do)."""
+    from ..engine.driver import MM_CID_WORKLOADS
     from ..engine.runner import run
 
     start = time.monotonic()
@@ -90,6 +92,8 @@ def run_scenario(
             return done(FAIL, f"{type(exc).__name__}: {exc}")
     if len(os.sched_getaffinity(0)) < scenario.min_cpus:
         return done(SKIP, f"needs {scenario.min_cpus} allowed CPUs")
+    if scenario.workload in MM_CID_WORKLOADS and rseq and not fp.get("mm_cid_usable", True):
+        return done(NA, not_applicable_mm_cid(fp))
     if scenario.expect in ("lost", "SIGSEGV") and not rseq:
         return done(SKIP, "rseq unavailable: canaries need the rseq path to show their bug")
     try:
@@ -99,6 +103,14 @@ def run_scenario(
     except (RseqError, ValueError, OSError) as exc:
         return done(FAIL, f"{type(exc).__name__}: {exc}")
     return done(*judge(scenario, result, rseq), result)
+
+
+def not_applicable_mm_cid(fp: dict[str, Any]) -> str:
+    """Why an mm_cid scenario does not apply: the kernel's rseq area has no mm_cid (< 6.3)."""
+    size = int(fp.get("feature_size") or 0)
+    # Kernels before 6.3 give no AT_RSEQ_FEATURE_SIZE: their area is the original 20 bytes.
+    shown = f"{size}" if size else "20 (no AT_RSEQ_FEATURE_SIZE)"
+    return f"kernel feature size {shown}: no mm_cid"
 
 
 def resolve_required(names: Sequence[str], cpus: int) -> list[str]:
@@ -140,6 +152,8 @@ def overall(
         tally += f", {count[NOT_TESTED]} not tested ({', '.join(untested)})"
     if count[OFF]:
         tally += f", {count[OFF]} off"
+    if count[NA]:
+        tally += f", {count[NA]} n/a on this kernel"
     if count[FAIL]:
         broken = [o.name for o in outcomes if o.verdict == FAIL and o.name.startswith("canary/")]
         why = (

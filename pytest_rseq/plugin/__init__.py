@@ -39,6 +39,7 @@ import pytest
 from ..engine import seeds
 from ..gate import report
 from ..host import perf, sigterm
+from ..vm import xdist_kernels
 from . import json_target, options
 from .fixtures import MARKER_ONLY_KEYWORDS, rseq_capabilities, rseq_stress, run_keywords
 from .session import MARKER_PROBLEM, MUTATION_FAILURES, ROWS, ROWS_SENT, STATE, Collector, State
@@ -79,6 +80,13 @@ def check_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add the ``rseq`` option group (see ``pytest_rseq.options``)."""
     options.add_options(parser)
+    xdist_kernels.add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Turn ``--rseq-kernel`` into xdist workers running in VMs (``vm/xdist_kernels.py``)."""
+    xdist_kernels.configure(config)
 
 
 def pytest_configure(config: pytest.Config) -> None:

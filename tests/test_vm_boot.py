@@ -1,0 +1,56 @@
+"""One real VM: boot a Linux 6.1 kernel under QEMU and run a short gate in it.
+
+6.1 predates mm_cid (no ``AT_RSEQ_FEATURE_SIZE``), so this shows both what
+must pass on an older kernel and that the mm_cid scenario is reported as not
+applicable, not as a failure. The kernel comes from ``PYTEST_RSEQ_VM_KERNEL``
+(a vmlinuz path or Debian version) or the cache
+(``python -m pytest_rseq.vm.kernels 6.1.0-57-amd64``); without it, or
+without QEMU, virtme-ng or udev, the test is skipped with the exact reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pytest_rseq import gate
+from pytest_rseq.vm import kernels, matrix, targets
+from pytest_rseq.vm.guest import GuestUnavailable
+
+KERNEL_ENV = "PYTEST_RSEQ_VM_KERNEL"
+DEFAULT_KERNEL = "6.1.0-57-amd64"
+
+
+@pytest.mark.slow
+def test_gate_in_a_6_1_guest() -> None:
+    value = os.environ.get(KERNEL_ENV) or DEFAULT_KERNEL
+    if (
+        not os.environ.get(KERNEL_ENV)
+        and not kernels.vmlinuz_in(kernels.cache_root(), DEFAULT_KERNEL).is_file()
+    ):
+        pytest.skip(
+            f"no kernel image: {DEFAULT_KERNEL} is not in {kernels.cache_root()} and "
+            f"{KERNEL_ENV} is unset (python -m pytest_rseq.vm.kernels {DEFAULT_KERNEL})"
+        )
+    (target,) = targets.targets([value])
+    try:
+        guest = target.make()
+        guest.check()
+    except GuestUnavailable as exc:
+        pytest.skip(f"cannot boot a VM here: {exc}")
+    args = ["--quick", "--seed", "1", "--only", "registration/auto", "--only", "invariants/mm_cid",
+            "--only", "canary/racy"]  # fmt: skip
+    column, result = matrix.run_target(target, args, timeout_s=matrix.GUEST_TIMEOUT_S)
+    assert result is not None
+    assert column.unavailable is None, column.verdict
+    fp = column.fingerprint
+    assert fp["kernel"] == guest.label and fp["rseq_available"], fp
+    verdicts = {s["name"]: s["verdict"] for s in column.scenarios}
+    assert verdicts["registration/auto"] == gate.PASS, column.scenarios
+    assert verdicts["canary/racy"] == gate.PASS, column.scenarios  # the canary was caught
+    if fp.get("mm_cid_usable"):
+        assert verdicts["invariants/mm_cid"] == gate.PASS, column.scenarios
+    else:
+        assert verdicts["invariants/mm_cid"] == gate.NA, column.scenarios
+    assert column.exit_code == gate.EXIT_PASS, column.verdict
