@@ -1,0 +1,318 @@
+"""The cached pieces an arm64 guest boots from: kernel, initramfs, root file system.
+
+Everything is built from Debian's arm64 packages on an x86_64 (or any) host:
+
+- the kernel: ``linux-image-<version>-cloud-arm64`` fetched with ``apt-get download``
+  and unpacked with ``dpkg-deb -x`` (its ``vmlinuz`` is an uncompressed arm64 ``Image``);
+- the initramfs: ``busybox-static:arm64`` plus the kernel's virtio modules (virtio-blk and
+  virtio-pci are modules in Debian's arm64 kernels), and an ``/init`` that mounts the root
+  and job disks, runs the job in a chroot and powers off;
+- the root file system: ``debootstrap --foreign`` of Debian bookworm arm64 with the
+  packages pytest-rseq needs, its second stage run through ``qemu-aarch64-static``, packed
+  into an ext4 image with ``mkfs.ext4 -d`` (no loop device, no mount).
+
+All three live in ``<cache>/<key>/`` where the key hashes every input (kernel version,
+package list, suite, recipe version, init script), so changing any of them builds anew.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RECIPE_VERSION = 1
+"""Bump when the way the images are built changes (the cache key includes it)."""
+
+DEFAULT_KERNEL = "6.1.0-57"
+"""Debian bookworm's cloud-arm64 kernel (``linux-image-6.1.0-57-cloud-arm64``)."""
+
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+MIRROR_ENV = "PYTEST_RSEQ_DEBIAN_MIRROR"
+
+PACKAGES = (
+    "python3",
+    "python3-dev",
+    "python3-distutils",
+    "gcc",
+    "libc6-dev",
+    "python3-cffi",
+    "python3-pytest",
+    "python3-psutil",
+    "python3-pyelftools",
+    "python3-pytest-xdist",
+    "python3-capstone",
+)
+"""Debian arm64 packages of the root file system (what pytest-rseq and its tests need)."""
+
+VIRTIO_MODULES = (
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+)
+"""Loaded in this order by the initramfs; a name the kernel lacks (or has built in) is skipped."""
+
+INIT_SCRIPT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules.order); do
+    insmod "/modules/$m.ko" 2>/dev/null
+done
+i=0
+while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if ! mount -t ext4 /dev/vda /root || ! mount -t ext4 /dev/vdb /root/job; then
+    echo "PRSEQ_GUEST_INIT_FAILED: cannot mount the root or job disk"
+    ls -l /dev/vd* 2>&1
+    poweroff -f
+fi
+mount -t proc proc /root/proc
+mount -t sysfs sys /root/sys
+mount -t devtmpfs dev /root/dev
+mkdir -p /root/dev/pts /root/dev/shm
+mount -t devpts devpts /root/dev/pts
+mount -t tmpfs tmpfs /root/dev/shm
+mount -t tmpfs tmpfs /root/tmp
+mount -t tmpfs tmpfs /root/run
+mount -t cgroup2 cgroup2 /root/sys/fs/cgroup
+mount -t tracefs tracefs /root/sys/kernel/tracing 2>/dev/null
+hostname prseq-arm64
+chroot /root /bin/sh /job/run.sh < /dev/console > /dev/console 2>&1
+rc=$?
+echo "$rc" > /root/job/rc
+echo "PRSEQ_GUEST_RC=$rc"
+sync
+umount /root/job
+umount /root/sys/fs/cgroup /root/sys/kernel/tracing /root/dev/pts /root/dev/shm 2>/dev/null
+umount /root/dev /root/proc /root/sys /root/tmp /root/run /root 2>/dev/null
+sync
+poweroff -f
+"""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Every input of the cached images; ``key`` hashes them all."""
+
+    kernel: str = DEFAULT_KERNEL
+    packages: tuple[str, ...] = PACKAGES
+    suite: str = SUITE
+    recipe: int = RECIPE_VERSION
+    init: str = field(default=INIT_SCRIPT, repr=False)
+
+    @property
+    def kernel_package(self) -> str:
+        """The Debian package that holds this kernel (arm64 cloud flavour)."""
+        return f"linux-image-{self.kernel}-cloud-arm64"
+
+    @property
+    def key(self) -> str:
+        """A short hash of every input: a different input gets a different cache folder."""
+        digest = hashlib.sha256()
+        for part in (
+            self.kernel,
+            *self.packages,
+            self.suite,
+            str(self.recipe),
+            self.init,
+            *VIRTIO_MODULES,
+        ):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        return f"{self.kernel}-{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Images:
+    """Paths of the three cached pieces of one :class:`ImageSpec`."""
+
+    folder: Path
+
+    @property
+    def kernel(self) -> Path:
+        """The arm64 ``Image`` QEMU boots."""
+        return self.folder / "Image"
+
+    @property
+    def initrd(self) -> Path:
+        """The gzip-compressed cpio initramfs."""
+        return self.folder / "initrd.cpio.gz"
+
+    @property
+    def rootfs(self) -> Path:
+        """The ext4 root file system (never written: QEMU opens it as a snapshot)."""
+        return self.folder / "rootfs.ext4"
+
+    @property
+    def builds(self) -> Path:
+        """Per-source-hash builds of pytest-rseq's native core made in this guest."""
+        return self.folder / "builds"
+
+    def complete(self) -> bool:
+        """True when all three pieces exist (each is renamed into place when done)."""
+        return self.kernel.is_file() and self.initrd.is_file() and self.rootfs.is_file()
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/pytest-rseq/arm64`` (``~/.cache`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-rseq" / "arm64"
+
+
+def mirror() -> str:
+    """The Debian mirror debootstrap uses (``$PYTEST_RSEQ_DEBIAN_MIRROR`` overrides)."""
+    return os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
+
+
+Log = Callable[[str], None]
+
+
+def _run(cmd: list[str], log: Log, **kwargs: object) -> None:
+    """Run ``cmd``; raise RuntimeError with its output tail when it fails."""
+    log("$ " + " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{tail}")
+
+
+def _apt_download(package: str, into: Path, log: Log) -> Path:
+    """``apt-get download package`` into ``into``, unpacked there; return the unpack folder."""
+    _run(["apt-get", "download", package], log, cwd=into)
+    debs = sorted(into.glob("*.deb"))
+    if len(debs) != 1:
+        raise RuntimeError(f"apt-get download {package} left {len(debs)} .deb files in {into}")
+    unpacked = into / "x"
+    _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], log)
+    return unpacked
+
+
+def build_kernel(spec: ImageSpec, work: Path, log: Log) -> tuple[Path, Path]:
+    """Fetch and unpack the kernel package; return (Image, modules folder of that kernel)."""
+    folder = work / "kernel"
+    folder.mkdir()
+    unpacked = _apt_download(f"{spec.kernel_package}:arm64", folder, log)
+    images = sorted((unpacked / "boot").glob("vmlinuz-*"))
+    modules = sorted((unpacked / "lib" / "modules").glob("*"))
+    if len(images) != 1 or len(modules) != 1:
+        raise RuntimeError(f"{spec.kernel_package} has no single vmlinuz and modules folder")
+    return images[0], modules[0]
+
+
+def _find_module(modules: Path, name: str) -> Path | None:
+    for suffix in (".ko", ".ko.xz"):
+        found = sorted(modules.rglob(name + suffix))
+        if found:
+            return found[0]
+    return None
+
+
+def build_initramfs(spec: ImageSpec, modules: Path, work: Path, out: Path, log: Log) -> None:
+    """Write the initramfs (busybox, virtio modules, /init) to ``out`` as a gzip'd cpio."""
+    busybox = _apt_download("busybox-static:arm64", _mkdir(work / "busybox"), log)
+    root = _mkdir(work / "initramfs")
+    for sub in ("bin", "proc", "sys", "dev", "root", "modules"):
+        (root / sub).mkdir()
+    shutil.copy2(busybox / "bin" / "busybox", root / "bin" / "busybox")
+    order = []
+    for name in VIRTIO_MODULES:
+        found = _find_module(modules, name)
+        if found is None:
+            log(f"kernel module {name} not found: assumed built in")
+            continue
+        data = found.read_bytes()
+        if found.name.endswith(".xz"):
+            data = lzma.decompress(data)
+        (root / "modules" / f"{name}.ko").write_bytes(data)
+        order.append(name)
+    (root / "modules.order").write_text("\n".join(order) + "\n")
+    init = root / "init"
+    init.write_text(spec.init)
+    init.chmod(0o755)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    listing = ("\n".join(files) + "\n").encode()
+    proc = subprocess.run(
+        ["cpio", "--quiet", "-o", "-H", "newc", "--owner=0:0"],
+        input=listing,
+        cwd=root,
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cpio failed: {proc.stderr.decode(errors='replace')}")
+    out.write_bytes(gzip.compress(proc.stdout, 6))
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def build_rootfs(spec: ImageSpec, work: Path, out: Path, log: Log) -> None:
+    """debootstrap the arm64 root file system and pack it into the ext4 image ``out``."""
+    root = work / "rootfs"
+    _run(
+        [
+            "debootstrap",
+            "--arch=arm64",
+            "--foreign",
+            "--variant=minbase",
+            "--include=" + ",".join(spec.packages),
+            spec.suite,
+            str(root),
+            mirror(),
+        ],
+        log,
+    )
+    qemu = shutil.which("qemu-aarch64-static")
+    if qemu is None:
+        raise RuntimeError("qemu-aarch64-static is not installed (Debian: qemu-user-static)")
+    shutil.copy2(qemu, root / "usr" / "bin" / "qemu-aarch64-static")
+    _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], log)
+    (root / "usr" / "bin" / "qemu-aarch64-static").unlink()
+    (root / "job").mkdir(exist_ok=True)
+    shutil.rmtree(root / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+    (root / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True)
+    used = sum(p.lstat().st_size for p in root.rglob("*"))
+    size_mb = used // (1 << 20) + 512
+    _run(
+        ["mkfs.ext4", "-q", "-F", "-L", "prseq-root", "-d", str(root), str(out), f"{size_mb}M"], log
+    )
+
+
+def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
+    """Return the cached images of ``spec``, building the missing ones first (root needed).
+
+    Each piece is built in a temporary folder beside the cache and renamed into place,
+    so an interrupted build leaves nothing that looks complete.
+    """
+    images = Images(cache_dir / spec.key)
+    if images.complete():
+        return images
+    images.folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="build-", dir=images.folder) as tmp:
+        work = Path(tmp)
+        if not (images.kernel.is_file() and images.initrd.is_file()):
+            vmlinuz, modules = build_kernel(spec, work, log)
+            initrd = work / "initrd.cpio.gz"
+            build_initramfs(spec, modules, work, initrd, log)
+            shutil.copy2(vmlinuz, work / "Image")
+            os.replace(work / "Image", images.kernel)
+            os.replace(initrd, images.initrd)
+        if not images.rootfs.is_file():
+            rootfs = work / "rootfs.ext4"
+            build_rootfs(spec, work, rootfs, log)
+            os.replace(rootfs, images.rootfs)
+    return images
