@@ -76,6 +76,46 @@ sh -c "$(cat /job/command)"
 """
 
 
+BINFMT_ENTRY = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+def binfmt_enabled() -> bool:
+    """Whether the kernel runs arm64 ELF files through qemu-aarch64 (binfmt_misc)."""
+    try:
+        return BINFMT_ENTRY.read_text().splitlines()[0].strip() == "enabled"
+    except (OSError, IndexError):
+        return False
+
+
+def foreign_architectures() -> list[str]:
+    """``dpkg --print-foreign-architectures`` (empty when dpkg is missing)."""
+    try:
+        proc = subprocess.run(
+            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return []
+    return proc.stdout.split()
+
+
+def apt_knows(package: str) -> bool:
+    """Whether ``apt-cache show package`` finds it."""
+    try:
+        return subprocess.run(["apt-cache", "show", package], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def unreachable(url: str) -> str | None:
+    """Why a TCP connection to the host of ``url`` fails (None: it connects)."""
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname or "", parsed.port or 80), timeout=10).close()
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def checkout_root() -> Path:
     """The pytest-rseq source checkout this package runs from (it is copied into the guest)."""
     return Path(__file__).resolve().parent.parent.parent
@@ -160,44 +200,29 @@ class Arm64Guest:
                 f"building the arm64 images needs the Debian packages {', '.join(absent)} "
                 f"(apt-get install {' '.join(absent)})"
             )
-        binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-        try:
-            enabled = binfmt.read_text().splitlines()[0].strip() == "enabled"
-        except (OSError, IndexError):
-            enabled = False
-        if not enabled:
+        if not binfmt_enabled():
             raise GuestUnavailable(
                 "building the arm64 root file system runs arm64 programs through "
-                "qemu-aarch64-static, but binfmt_misc has no enabled qemu-aarch64 entry: "
+                f"qemu-aarch64-static, but {BINFMT_ENTRY} is missing or disabled: "
                 "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; "
                 "update-binfmts --enable qemu-aarch64"
             )
-        foreign = subprocess.run(
-            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True, check=False
-        ).stdout.split()
-        if "arm64" not in foreign:
+        if "arm64" not in foreign_architectures():
             raise GuestUnavailable(
                 "the arm64 kernel and busybox come from apt, which has no arm64 architecture: "
                 "dpkg --add-architecture arm64 && apt-get update"
             )
-        known = subprocess.run(
-            ["apt-cache", "show", f"{self.spec.kernel_package}:arm64"],
-            capture_output=True,
-            check=False,
-        )
-        if known.returncode != 0:
+        if not apt_knows(f"{self.spec.kernel_package}:arm64"):
             raise GuestUnavailable(
                 f"apt does not know {self.spec.kernel_package}:arm64: run apt-get update, or "
                 "pick a version `apt-cache search linux-image-.*-cloud-arm64` lists"
             )
-        host = urlparse(mirror()).hostname or ""
-        try:
-            socket.create_connection((host, 80), timeout=10).close()
-        except OSError as exc:
+        problem = unreachable(mirror())
+        if problem:
             raise GuestUnavailable(
                 f"the arm64 images are not cached ({where}) and the Debian mirror {mirror()} "
-                f"cannot be reached to build them ({exc})"
-            ) from exc
+                f"cannot be reached to build them ({problem})"
+            )
 
     def prepare(self) -> Images:
         """Check, then build the missing cached images (minutes the first time)."""

@@ -304,15 +304,32 @@ def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
     images.folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build-", dir=images.folder) as tmp:
         work = Path(tmp)
-        if not (images.kernel.is_file() and images.initrd.is_file()):
-            vmlinuz, modules = build_kernel(spec, work, log)
-            initrd = work / "initrd.cpio.gz"
-            build_initramfs(spec, modules, work, initrd, log)
-            shutil.copy2(vmlinuz, work / "Image")
-            os.replace(work / "Image", images.kernel)
-            os.replace(initrd, images.initrd)
-        if not images.rootfs.is_file():
-            rootfs = work / "rootfs.ext4"
-            build_rootfs(spec, work, rootfs, log)
-            os.replace(rootfs, images.rootfs)
+        try:
+            _build_missing(spec, images, work, log)
+        finally:
+            # debootstrap mounts proc and sys in the chroot: never delete through a mount.
+            unmount_under(work)
     return images
+
+
+def unmount_under(folder: Path) -> None:
+    """Unmount (lazily, deepest first) every mount point below ``folder``."""
+    prefix = str(folder.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1].replace("\\040", " ") for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def _build_missing(spec: ImageSpec, images: Images, work: Path, log: Log) -> None:
+    if not (images.kernel.is_file() and images.initrd.is_file()):
+        vmlinuz, modules = build_kernel(spec, work, log)
+        initrd = work / "initrd.cpio.gz"
+        build_initramfs(spec, modules, work, initrd, log)
+        shutil.copy2(vmlinuz, work / "Image")
+        os.replace(work / "Image", images.kernel)
+        os.replace(initrd, images.initrd)
+    if not images.rootfs.is_file():
+        rootfs = work / "rootfs.ext4"
+        build_rootfs(spec, work, rootfs, log)
+        os.replace(rootfs, images.rootfs)
