@@ -4,7 +4,6 @@ parsing, and (where the images are cached and QEMU is installed) one real boot."
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from pytest_rseq.vm.guest import OUT_ENV, GuestUnavailable
 
 
 def _fake_images(guest: Arm64Guest) -> None:
-    guest.images.folder.mkdir(parents=True)
     for path in (guest.images.kernel, guest.images.initrd, guest.images.rootfs):
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
 
 
@@ -70,7 +69,7 @@ def test_check_without_root_and_without_cache_says_root_is_needed(
     with pytest.raises(GuestUnavailable) as info:
         guest.check()
     assert "building them needs root" in str(info.value)
-    assert str(guest.images.folder) in str(info.value)
+    assert str(tmp_path) in str(info.value)
 
 
 def test_check_without_root_with_a_built_cache_passes(
@@ -131,13 +130,16 @@ def test_the_cache_key_changes_with_every_input() -> None:
     keys = {spec.key for spec in changed}
     assert base.key not in keys and len(keys) == len(changed)
     assert ImageSpec().key == base.key
+    # A new kernel or init keeps the root file system; new packages keep the kernel.
+    assert changed[0].rootfs_key == base.rootfs_key and changed[4].rootfs_key == base.rootfs_key
+    assert changed[1].boot_key == base.boot_key
 
 
 def test_the_cache_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert arm64_image.default_cache_dir() == tmp_path / "pytest-rseq" / "arm64"
     guest = Arm64Guest()
-    assert guest.images.folder.parent == tmp_path / "pytest-rseq" / "arm64"
+    assert guest.images.rootfs.parent.parent == tmp_path / "pytest-rseq" / "arm64"
     assert guest.label == "aarch64 6.1.0-57" and guest.arch == "aarch64"
 
 
@@ -164,7 +166,7 @@ def test_an_interrupted_build_leaves_nothing_that_looks_complete(tmp_path: Path)
     def fail(*args: object) -> None:
         raise RuntimeError("debootstrap failed (exit 1)")
 
-    images = Images(tmp_path / spec.key)
+    images = Images.of(spec, tmp_path)
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(arm64_image, "build_kernel", fail)
@@ -173,14 +175,14 @@ def test_an_interrupted_build_leaves_nothing_that_looks_complete(tmp_path: Path)
     finally:
         mp.undo()
     assert not images.complete()
-    assert not list(images.folder.glob("build-*"))
+    assert not list(images.boot_folder.glob("build-*"))
 
 
 def _cached_guest() -> Arm64Guest:
     guest = Arm64Guest()
     if not guest.images.complete():
         pytest.skip(
-            f"the arm64 images are not cached in {guest.images.folder}: build them with "
+            f"the arm64 images are not cached in {guest.cache_dir}: build them with "
             "`python -m pytest_rseq.vm.arm64 --build` (root, network, a few minutes)"
         )
     try:
@@ -220,4 +222,4 @@ def test_a_real_arm64_guest_is_killed_at_its_timeout() -> None:
     assert result.returncode == 124
     assert "timed out after 1 s" in result.output
     assert not [p for p in psutil.Process().children(recursive=True) if "qemu" in p.name()]
-    assert os.path.isdir(guest.images.folder)
+    assert guest.images.complete()

@@ -60,6 +60,8 @@ export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export {out_env}=/job/out PYTHONPATH={root}
 cd {root} || exit 125
+# As a systemd host delegates it: the cpuset controller enabled for child groups.
+echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 if ! ls pytest_rseq/_prseq*.so >/dev/null 2>&1; then
     start=$(date +%s)
     if ! python3 native/build.py >/job/build.log 2>&1; then
@@ -149,7 +151,7 @@ class Arm64Guest:
         value = kernel or DEFAULT_KERNEL
         self.spec = ImageSpec(kernel=value)
         self.cache_dir = cache_dir or default_cache_dir()
-        self.images = Images(self.cache_dir / self.spec.key)
+        self.images = Images.of(self.spec, self.cache_dir)
         self.label = f"aarch64 {value}"
         self.cpus = cpus
         self.memory_mb = memory_mb
@@ -180,7 +182,7 @@ class Arm64Guest:
             self._check_can_build()
 
     def _check_can_build(self) -> None:
-        where = self.images.folder
+        where = self.cache_dir
         if os.geteuid() != 0:
             raise GuestUnavailable(
                 f"the arm64 images are not cached ({where}) and building them needs root "
@@ -229,7 +231,7 @@ class Arm64Guest:
         self.check()
         if not self.images.complete():
             start = time.monotonic()
-            self._log(f"building the arm64 images into {self.images.folder} (first run only)")
+            self._log(f"building the arm64 images into {self.cache_dir} (first run only)")
             try:
                 ensure_images(self.spec, self.cache_dir, self._log)
             except RuntimeError as exc:
@@ -288,7 +290,7 @@ class Arm64Guest:
         built = _debugfs_rdump(job_img, "/built", work / "built-back")
         if built is None or build_key.is_dir():
             return
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.images.builds.parent))
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.images.root_folder))
         for so in built.glob("_prseq*.so"):
             shutil.copy2(so, tmp / so.name)
         self.images.builds.mkdir(exist_ok=True)
@@ -440,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         guest = Arm64Guest(args.kernel, args.cache_dir)
         if args.build or not args.command:
-            print(guest.prepare().folder)
+            images = guest.prepare()
+            print(images.kernel, images.initrd, images.rootfs, sep="\n")
             return 0
         result = guest.run(
             shlex.join(args.command) if len(args.command) > 1 else args.command[0],

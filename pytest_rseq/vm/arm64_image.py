@@ -11,12 +11,15 @@ Everything is built from Debian's arm64 packages on an x86_64 (or any) host:
   packages pytest-rseq needs, its second stage run through ``qemu-aarch64-static``, packed
   into an ext4 image with ``mkfs.ext4 -d`` (no loop device, no mount).
 
-All three live in ``<cache>/<key>/`` where the key hashes every input (kernel version,
-package list, suite, recipe version, init script), so changing any of them builds anew.
+Kernel and initramfs live in ``<cache>/boot-<kernel>-<hash>/``, the root file system (and
+the guest's builds of pytest-rseq) in ``<cache>/rootfs-<suite>-<hash>/``; the hashes cover
+every input (kernel version, modules, init script; suite, package list; recipe version), so
+changing any of them builds that piece anew.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import lzma
@@ -24,7 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,48 +121,60 @@ class ImageSpec:
         """The Debian package that holds this kernel (arm64 cloud flavour)."""
         return f"linux-image-{self.kernel}-cloud-arm64"
 
-    @property
-    def key(self) -> str:
-        """A short hash of every input: a different input gets a different cache folder."""
+    def _hash(self, *parts: str) -> str:
         digest = hashlib.sha256()
-        for part in (
-            self.kernel,
-            *self.packages,
-            self.suite,
-            str(self.recipe),
-            self.init,
-            *VIRTIO_MODULES,
-        ):
+        for part in (str(self.recipe), *parts):
             digest.update(part.encode())
             digest.update(b"\0")
-        return f"{self.kernel}-{digest.hexdigest()[:12]}"
+        return digest.hexdigest()[:12]
+
+    @property
+    def boot_key(self) -> str:
+        """Hash of what the kernel and initramfs are made of (kernel, modules, /init)."""
+        return f"boot-{self.kernel}-{self._hash(self.kernel, self.init, *VIRTIO_MODULES)}"
+
+    @property
+    def rootfs_key(self) -> str:
+        """Hash of what the root file system is made of (suite, package list)."""
+        return f"rootfs-{self.suite}-{self._hash(self.suite, *self.packages)}"
+
+    @property
+    def key(self) -> str:
+        """Both keys: a different input gets a different cache folder."""
+        return f"{self.boot_key}+{self.rootfs_key}"
 
 
 @dataclass(frozen=True)
 class Images:
-    """Paths of the three cached pieces of one :class:`ImageSpec`."""
+    """Paths of the cached pieces of one :class:`ImageSpec` under a cache folder."""
 
-    folder: Path
+    boot_folder: Path
+    root_folder: Path
+
+    @classmethod
+    def of(cls, spec: ImageSpec, cache_dir: Path) -> Images:
+        """Where ``spec``'s pieces live in ``cache_dir``."""
+        return cls(cache_dir / spec.boot_key, cache_dir / spec.rootfs_key)
 
     @property
     def kernel(self) -> Path:
         """The arm64 ``Image`` QEMU boots."""
-        return self.folder / "Image"
+        return self.boot_folder / "Image"
 
     @property
     def initrd(self) -> Path:
         """The gzip-compressed cpio initramfs."""
-        return self.folder / "initrd.cpio.gz"
+        return self.boot_folder / "initrd.cpio.gz"
 
     @property
     def rootfs(self) -> Path:
         """The ext4 root file system (never written: QEMU opens it as a snapshot)."""
-        return self.folder / "rootfs.ext4"
+        return self.root_folder / "rootfs.ext4"
 
     @property
     def builds(self) -> Path:
-        """Per-source-hash builds of pytest-rseq's native core made in this guest."""
-        return self.folder / "builds"
+        """Per-source-hash builds of pytest-rseq's native core made in this root file system."""
+        return self.root_folder / "builds"
 
     def complete(self) -> bool:
         """True when all three pieces exist (each is renamed into place when done)."""
@@ -295,21 +310,34 @@ def build_rootfs(spec: ImageSpec, work: Path, out: Path, log: Log) -> None:
 def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
     """Return the cached images of ``spec``, building the missing ones first (root needed).
 
-    Each piece is built in a temporary folder beside the cache and renamed into place,
+    Each piece is built in a temporary folder beside where it goes and renamed into place,
     so an interrupted build leaves nothing that looks complete.
     """
-    images = Images(cache_dir / spec.key)
-    if images.complete():
-        return images
-    images.folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="build-", dir=images.folder) as tmp:
-        work = Path(tmp)
+    images = Images.of(spec, cache_dir)
+    if not (images.kernel.is_file() and images.initrd.is_file()):
+        with _workdir(images.boot_folder) as work:
+            vmlinuz, modules = build_kernel(spec, work, log)
+            build_initramfs(spec, modules, work, work / "initrd.cpio.gz", log)
+            shutil.copy2(vmlinuz, work / "Image")
+            os.replace(work / "Image", images.kernel)
+            os.replace(work / "initrd.cpio.gz", images.initrd)
+    if not images.rootfs.is_file():
+        with _workdir(images.root_folder) as work:
+            build_rootfs(spec, work, work / "rootfs.ext4", log)
+            os.replace(work / "rootfs.ext4", images.rootfs)
+    return images
+
+
+@contextlib.contextmanager
+def _workdir(folder: Path) -> Iterator[Path]:
+    """A temporary build folder inside ``folder``, removed afterwards (mounts first)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="build-", dir=folder) as tmp:
         try:
-            _build_missing(spec, images, work, log)
+            yield Path(tmp)
         finally:
             # debootstrap mounts proc and sys in the chroot: never delete through a mount.
-            unmount_under(work)
-    return images
+            unmount_under(Path(tmp))
 
 
 def unmount_under(folder: Path) -> None:
@@ -319,17 +347,3 @@ def unmount_under(folder: Path) -> None:
         points = [line.split()[1].replace("\\040", " ") for line in mounts]
     for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
-def _build_missing(spec: ImageSpec, images: Images, work: Path, log: Log) -> None:
-    if not (images.kernel.is_file() and images.initrd.is_file()):
-        vmlinuz, modules = build_kernel(spec, work, log)
-        initrd = work / "initrd.cpio.gz"
-        build_initramfs(spec, modules, work, initrd, log)
-        shutil.copy2(vmlinuz, work / "Image")
-        os.replace(work / "Image", images.kernel)
-        os.replace(initrd, images.initrd)
-    if not images.rootfs.is_file():
-        rootfs = work / "rootfs.ext4"
-        build_rootfs(spec, work, rootfs, log)
-        os.replace(rootfs, images.rootfs)
