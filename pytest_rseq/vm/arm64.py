@@ -250,23 +250,27 @@ class Arm64Guest:
         images = self.prepare()
         start = time.monotonic()
         out_dir = Path(tempfile.mkdtemp(prefix="prseq-arm64-out-"))
-        with tempfile.TemporaryDirectory(prefix="prseq-arm64-job-") as tmp:
-            work = Path(tmp)
-            build_key = self._stage(work / "job", command)
-            job_img = work / "job.ext4"
-            _mkfs(work / "job", job_img)
-            console = work / "console.log"
-            timed_out = self._boot(images, job_img, console, timeout_s)
-            text = console.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
-            returncode, output = _parse_console(text)
-            if timed_out:
-                returncode = 124
-                output += f"\npytest-rseq: the arm64 guest timed out after {timeout_s:g} s\n"
-            recovered = _debugfs_rdump(job_img, "/out", work / "back")
-            if recovered is not None:
-                for item in recovered.iterdir():
-                    shutil.move(str(item), out_dir / item.name)
-            self._keep_build(job_img, work, build_key)
+        try:
+            with tempfile.TemporaryDirectory(prefix="prseq-arm64-job-") as tmp:
+                work = Path(tmp)
+                build_key = self._stage(work / "job", command)
+                job_img = work / "job.ext4"
+                _mkfs(work / "job", job_img)
+                console = work / "console.log"
+                timed_out = self._boot(images, job_img, console, timeout_s)
+                text = console.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
+                returncode, output = _parse_console(text)
+                if timed_out:
+                    returncode = 124
+                    output += f"\npytest-rseq: the arm64 guest timed out after {timeout_s:g} s\n"
+                recovered = _debugfs_rdump(job_img, "/out", work / "back")
+                if recovered is not None:
+                    for item in recovered.iterdir():
+                        shutil.move(str(item), out_dir / item.name)
+                self._keep_build(job_img, work, build_key)
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
         return GuestResult(returncode, output, out_dir, time.monotonic() - start)
 
     def _stage(self, job: Path, command: str) -> Path:
@@ -452,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     except GuestUnavailable as exc:
         print(f"pytest-rseq: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"pytest-rseq: interrupted ({exc}); the guest was stopped", file=sys.stderr)
+        return 130
     sys.stdout.write(result.output)
     print(f"[arm64] exit {result.returncode}, {result.wall_s:.1f} s", file=sys.stderr)
     if args.out:
