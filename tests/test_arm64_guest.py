@@ -105,6 +105,13 @@ def test_check_rejects_a_bad_kernel_value_by_name(buildable: pytest.MonkeyPatch,
         Arm64Guest("../vmlinuz", cache_dir=tmp_path).check()
 
 
+@pytest.mark.parametrize("value", ["6.1.0-57", "6.1.0-57-arm64", "6.1.0-57-cloud-arm64"])
+def test_a_kernel_release_names_the_same_guest(value: str, tmp_path: Path) -> None:
+    guest = Arm64Guest(value, cache_dir=tmp_path)
+    assert guest.spec.kernel_package == "linux-image-6.1.0-57-cloud-arm64"
+    assert guest.label == "aarch64 6.1.0-57"
+
+
 def test_check_outside_a_checkout_says_so(buildable: pytest.MonkeyPatch, tmp_path: Path):
     buildable.setattr(arm64, "checkout_root", lambda: tmp_path / "site-packages")
     with pytest.raises(GuestUnavailable, match="source checkout"):

@@ -146,9 +146,12 @@ class Arm64Guest:
         log: Log | None = None,
     ) -> None:
         """``kernel``: a Debian cloud-arm64 kernel version such as ``6.1.0-57`` or
-        ``6.12.117+deb12`` (default ``DEFAULT_KERNEL``); ``cache_dir``: where images and
-        builds are kept (default ``$XDG_CACHE_HOME/pytest-rseq/arm64``)."""
+        ``6.12.117+deb12`` (``-cloud-arm64``/``-arm64`` after it is accepted; the cloud
+        flavour boots either way; default ``DEFAULT_KERNEL``); ``cache_dir``: where images
+        and builds are kept (default ``$XDG_CACHE_HOME/pytest-rseq/arm64``)."""
         value = kernel or DEFAULT_KERNEL
+        for suffix in ("-cloud-arm64", "-arm64"):  # a full kernel release names the same one
+            value = value.removesuffix(suffix)
         self.spec = ImageSpec(kernel=value)
         self.cache_dir = cache_dir or default_cache_dir()
         self.images = Images.of(self.spec, self.cache_dir)
