@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Bump when the way the images are built changes (the cache key includes it)."""
 
 DEFAULT_KERNEL = "6.1.0-57"
@@ -55,6 +55,9 @@ PACKAGES = (
     "python3-capstone",
 )
 """Debian arm64 packages of the root file system (what pytest-rseq and its tests need)."""
+
+BASE_PACKAGES = ("python3", "gcc", "libc6-dev")
+"""The part of ``PACKAGES`` debootstrap installs; apt-get in the chroot adds the rest."""
 
 VIRTIO_MODULES = (
     "virtio_ring",
@@ -276,15 +279,20 @@ def _mkdir(path: Path) -> Path:
 
 
 def build_rootfs(spec: ImageSpec, work: Path, out: Path, log: Log) -> None:
-    """debootstrap the arm64 root file system and pack it into the ext4 image ``out``."""
+    """Build the arm64 root file system and pack it into the ext4 image ``out``.
+
+    debootstrap installs the base (``BASE_PACKAGES``); the rest of ``spec.packages`` comes
+    from apt-get in the chroot afterwards, where a failing package shows its own error.
+    """
     root = work / "rootfs"
+    base = [p for p in spec.packages if p in BASE_PACKAGES]
     _run(
         [
             "debootstrap",
             "--arch=arm64",
             "--foreign",
             "--variant=minbase",
-            "--include=" + ",".join(spec.packages),
+            "--include=" + ",".join(base),
             spec.suite,
             str(root),
             mirror(),
@@ -295,16 +303,58 @@ def build_rootfs(spec: ImageSpec, work: Path, out: Path, log: Log) -> None:
     if qemu is None:
         raise RuntimeError("qemu-aarch64-static is not installed (Debian: qemu-user-static)")
     shutil.copy2(qemu, root / "usr" / "bin" / "qemu-aarch64-static")
-    _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], log)
+    try:
+        _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], log)
+    except RuntimeError as exc:
+        kept = out.parent.parent / "debootstrap-failed.log"
+        with contextlib.suppress(OSError):
+            shutil.copy2(root / "debootstrap" / "debootstrap.log", kept)
+        raise RuntimeError(f"{exc}\n(debootstrap's log: {kept})") from None
+    rest = [p for p in spec.packages if p not in BASE_PACKAGES]
+    if rest:
+        _apt_install_in(root, spec.suite, rest, log)
     (root / "usr" / "bin" / "qemu-aarch64-static").unlink()
     (root / "job").mkdir(exist_ok=True)
-    shutil.rmtree(root / "var" / "cache" / "apt" / "archives", ignore_errors=True)
-    (root / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True)
+    for cache in (root / "var" / "cache" / "apt", root / "var" / "lib" / "apt" / "lists"):
+        shutil.rmtree(cache, ignore_errors=True)
+        (cache / "partial").mkdir(parents=True)
     used = sum(p.lstat().st_size for p in root.rglob("*"))
     size_mb = used // (1 << 20) + 512
     _run(
         ["mkfs.ext4", "-q", "-F", "-L", "prseq-root", "-d", str(root), str(out), f"{size_mb}M"], log
     )
+
+
+def _apt_install_in(root: Path, suite: str, packages: list[str], log: Log) -> None:
+    """apt-get install ``packages`` in the chroot ``root`` (proc mounted meanwhile)."""
+    shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")
+    (root / "etc" / "apt" / "sources.list").write_text(f"deb {mirror()} {suite} main\n")
+    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    env = {
+        "DEBIAN_FRONTEND": "noninteractive",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LC_ALL": "C",
+    }
+    try:
+        _run(["chroot", str(root), "apt-get", "-q", "update"], log, env=env)
+        _run(
+            [
+                "chroot",
+                str(root),
+                "apt-get",
+                "-q",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                *packages,
+            ],
+            log,
+            env=env,
+        )
+        _run(["chroot", str(root), "apt-get", "clean"], log, env=env)
+    finally:
+        subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True, check=False)
+    (root / "etc" / "resolv.conf").write_text("")
 
 
 def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
