@@ -12,7 +12,7 @@ import pytest
 
 from pytest_rseq.vm import arm64, arm64_image
 from pytest_rseq.vm.arm64 import Arm64Guest
-from pytest_rseq.vm.arm64_image import Images, ImageSpec
+from pytest_rseq.vm.arm64_image import DEFAULT_KERNEL, Images, ImageSpec
 from pytest_rseq.vm.guest import OUT_ENV, GuestUnavailable
 
 
@@ -20,6 +20,7 @@ def _fake_images(guest: Arm64Guest) -> None:
     for path in (guest.images.kernel, guest.images.initrd, guest.images.rootfs):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
+    guest.images.pylib.mkdir(parents=True)
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_check_without_root_with_a_built_cache_passes(
     [
         ("binfmt_enabled", False, "update-binfmts --enable qemu-aarch64"),
         ("foreign_architectures", [], "dpkg --add-architecture arm64 && apt-get update"),
-        ("apt_knows", False, "apt does not know linux-image-6.1.0-57-cloud-arm64:arm64"),
+        ("apt_knows", False, f"apt does not know linux-image-{DEFAULT_KERNEL}-cloud-arm64:arm64"),
         ("unreachable", "[Errno 101] Network is unreachable", "cannot be reached to build"),
     ],
 )
@@ -128,11 +129,12 @@ def test_the_probes_answer_on_this_host() -> None:
 def test_the_cache_key_changes_with_every_input() -> None:
     base = ImageSpec()
     changed = [
-        dataclasses.replace(base, kernel="6.12.117+deb12"),
+        dataclasses.replace(base, kernel="6.1.0-57"),
         dataclasses.replace(base, packages=(*base.packages, "strace")),
         dataclasses.replace(base, suite="trixie"),
         dataclasses.replace(base, recipe=base.recipe + 1),
         dataclasses.replace(base, init=base.init + "\n"),
+        dataclasses.replace(base, python_libs=(*base.python_libs, "hypothesis")),
     ]
     keys = {spec.key for spec in changed}
     assert base.key not in keys and len(keys) == len(changed)
@@ -140,6 +142,7 @@ def test_the_cache_key_changes_with_every_input() -> None:
     # A new kernel or init keeps the root file system; new packages keep the kernel.
     assert changed[0].rootfs_key == base.rootfs_key and changed[4].rootfs_key == base.rootfs_key
     assert changed[1].boot_key == base.boot_key
+    assert changed[5].rootfs_key == base.rootfs_key and changed[5].boot_key == base.boot_key
 
 
 def test_the_cache_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -147,7 +150,7 @@ def test_the_cache_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert arm64_image.default_cache_dir() == tmp_path / "pytest-rseq" / "arm64"
     guest = Arm64Guest()
     assert guest.images.rootfs.parent.parent == tmp_path / "pytest-rseq" / "arm64"
-    assert guest.label == "aarch64 6.1.0-57" and guest.arch == "aarch64"
+    assert guest.label == f"aarch64 {DEFAULT_KERNEL}" and guest.arch == "aarch64"
 
 
 def test_console_parsing_takes_the_command_output_and_status() -> None:
@@ -212,7 +215,7 @@ def test_a_real_arm64_guest_runs_a_command_and_brings_files_back() -> None:
     try:
         assert result.returncode == 7, result.output
         assert "aarch64" in result.output
-        assert (result.out_dir / "kernel").read_text().strip() == "6.1.0-57-cloud-arm64"
+        assert (result.out_dir / "kernel").read_text().strip() == f"{DEFAULT_KERNEL}-cloud-arm64"
         assert (result.out_dir / "sub" / "py").read_text() == "machine aarch64\n"
         assert OUT_ENV == "PRSEQ_GUEST_OUT"
     finally:

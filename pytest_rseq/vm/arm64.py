@@ -58,18 +58,19 @@ _KERNEL_VALUE = re.compile(r"^\d+\.\d+[0-9A-Za-z.+~-]*$")
 _RUN_SH = """\
 export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export {out_env}=/job/out PYTHONPATH={root}
+export {out_env}=/job/out PYTHONPATH={root}:/job/pylib
 cd {root} || exit 125
+BUILD_CORE="import runpy; runpy.run_path('native/build.py')['ffibuilder'].compile(tmpdir='.')"
 # As a systemd host delegates it: the cpuset controller enabled for child groups.
 echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 if ! ls pytest_rseq/_prseq*.so >/dev/null 2>&1; then
     start=$(date +%s)
-    if ! python3 native/build.py >/job/build.log 2>&1; then
+    # cffi compiles in the current folder: sources are named relative to it.
+    if ! python3 -c "$BUILD_CORE" >/job/build.log 2>&1; then
         cat /job/build.log
         echo "pytest-rseq: building the native core in the guest failed"
         exit 125
     fi
-    find build/cffi -name '_prseq*.so' -exec cp {{}} pytest_rseq/ \\;
     mkdir -p /job/built && cp pytest_rseq/_prseq*.so /job/built/
     echo "pytest-rseq: native core built in the guest in $(( $(date +%s) - start )) s"
 fi
@@ -283,6 +284,7 @@ class Arm64Guest:
         """
         src = job / "src"
         _copy_checkout(checkout_root(), src)
+        shutil.copytree(self.images.pylib, job / "pylib", symlinks=True)
         _write_dist_info(src)
         build_key = self.images.builds / source_hash(checkout_root())
         cached = sorted(build_key.glob("_prseq*.so")) if build_key.is_dir() else []

@@ -26,6 +26,7 @@ import lzma
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ from pathlib import Path
 RECIPE_VERSION = 2
 """Bump when the way the images are built changes (the cache key includes it)."""
 
-DEFAULT_KERNEL = "6.1.0-57"
-"""Debian bookworm's cloud-arm64 kernel (``linux-image-6.1.0-57-cloud-arm64``)."""
+DEFAULT_KERNEL = "6.12.117+deb12"
+"""Debian bookworm's 6.12 cloud-arm64 kernel (``linux-image-6.12.117+deb12-cloud-arm64``):
+recent enough (6.3+) for ``mm_cid``, so every gate scenario applies."""
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -55,6 +57,18 @@ PACKAGES = (
     "python3-capstone",
 )
 """Debian arm64 packages of the root file system (what pytest-rseq and its tests need)."""
+
+PYTHON_LIBS = (
+    "pytest>=7.4",
+    "pluggy>=1.5",
+    "iniconfig",
+    "packaging",
+    "execnet>=2.1",
+    "pytest-xdist>=3.5",
+)
+"""Pure-Python libraries newer than bookworm's (pytest 7.2, pluggy 1.0: the plugin needs
+pytest >= 7.4), installed on the host with pip into a folder the guest puts first on
+``PYTHONPATH``."""
 
 BASE_PACKAGES = ("python3", "gcc", "libc6-dev")
 """The part of ``PACKAGES`` debootstrap installs; apt-get in the chroot adds the rest."""
@@ -115,6 +129,7 @@ class ImageSpec:
 
     kernel: str = DEFAULT_KERNEL
     packages: tuple[str, ...] = PACKAGES
+    python_libs: tuple[str, ...] = PYTHON_LIBS
     suite: str = SUITE
     recipe: int = RECIPE_VERSION
     init: str = field(default=INIT_SCRIPT, repr=False)
@@ -142,9 +157,14 @@ class ImageSpec:
         return f"rootfs-{self.suite}-{self._hash(self.suite, *self.packages)}"
 
     @property
+    def pylib_key(self) -> str:
+        """Hash of the pure-Python libraries pip installs for the guest."""
+        return f"pylib-{self._hash(*self.python_libs)}"
+
+    @property
     def key(self) -> str:
-        """Both keys: a different input gets a different cache folder."""
-        return f"{self.boot_key}+{self.rootfs_key}"
+        """All keys: a different input gets a different cache folder."""
+        return f"{self.boot_key}+{self.rootfs_key}+{self.pylib_key}"
 
 
 @dataclass(frozen=True)
@@ -153,11 +173,15 @@ class Images:
 
     boot_folder: Path
     root_folder: Path
+    pylib: Path
+    """Pure-Python libraries (``PYTHON_LIBS``) the guest imports before its own."""
 
     @classmethod
     def of(cls, spec: ImageSpec, cache_dir: Path) -> Images:
         """Where ``spec``'s pieces live in ``cache_dir``."""
-        return cls(cache_dir / spec.boot_key, cache_dir / spec.rootfs_key)
+        return cls(
+            cache_dir / spec.boot_key, cache_dir / spec.rootfs_key, cache_dir / spec.pylib_key
+        )
 
     @property
     def kernel(self) -> Path:
@@ -181,7 +205,12 @@ class Images:
 
     def complete(self) -> bool:
         """True when all three pieces exist (each is renamed into place when done)."""
-        return self.kernel.is_file() and self.initrd.is_file() and self.rootfs.is_file()
+        return (
+            self.kernel.is_file()
+            and self.initrd.is_file()
+            and self.rootfs.is_file()
+            and self.pylib.is_dir()
+        )
 
 
 def default_cache_dir() -> Path:
@@ -375,7 +404,25 @@ def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
         with _workdir(images.root_folder) as work:
             build_rootfs(spec, work, work / "rootfs.ext4", log)
             os.replace(work / "rootfs.ext4", images.rootfs)
+    if not images.pylib.is_dir():
+        images.pylib.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="build-pylib-", dir=images.pylib.parent) as tmp:
+            target = Path(tmp) / "site"
+            install_python_libs(spec.python_libs, target, log)
+            os.replace(target, images.pylib)
     return images
+
+
+def install_python_libs(requirements: tuple[str, ...], target: Path, log: Log) -> None:
+    """pip-install pure-Python wheels for the guest's CPython 3.11 on aarch64 into ``target``."""
+    _run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
+            "--platform", "manylinux2014_aarch64", "--python-version", "3.11",
+            "--implementation", "cp", "--target", str(target), *requirements,
+        ],
+        log,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
