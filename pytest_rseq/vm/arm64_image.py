@@ -61,6 +61,7 @@ PACKAGES = (
 PYTHON_LIBS = (
     "pytest>=7.4",
     "pluggy>=1.5",
+    "pygments>=2.7.2",
     "iniconfig",
     "packaging",
     "execnet>=2.1",
