@@ -56,7 +56,7 @@ _RC = re.compile(r"^PRSEQ_GUEST_RC=(\d+)\s*$", re.M)
 _KERNEL_VALUE = re.compile(r"^\d+\.\d+[0-9A-Za-z.+~-]*$")
 
 _RUN_SH = """\
-export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
+export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 TERM=dumb
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export {out_env}=/job/out PYTHONPATH={root}:/job/pylib
 cd {root} || exit 125
@@ -168,7 +168,7 @@ class Arm64Guest:
         if not _KERNEL_VALUE.match(self.spec.kernel):
             raise GuestUnavailable(
                 f"bad arm64 kernel {self.spec.kernel!r}: give a Debian cloud-arm64 kernel version "
-                f"such as {DEFAULT_KERNEL} or 6.12.117+deb12 (package "
+                f"such as {DEFAULT_KERNEL} or 6.1.0-57 (package "
                 "linux-image-VERSION-cloud-arm64)"
             )
         missing = [tool for tool in (QEMU, "mkfs.ext4", "debugfs") if shutil.which(tool) is None]
