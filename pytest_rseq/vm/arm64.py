@@ -59,6 +59,8 @@ _RUN_SH = """\
 export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 TERM=dumb
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export {out_env}=/job/out PYTHONPATH={root}:/job/pylib
+# Interpreters start ~20x slower under TCG: more time for a stress child to start.
+export PYTEST_RSEQ_CHILD_GRACE_S=${{PYTEST_RSEQ_CHILD_GRACE_S:-120}}
 cd {root} || exit 125
 BUILD_CORE="import runpy; runpy.run_path('native/build.py')['ffibuilder'].compile(tmpdir='.')"
 # As a systemd host delegates it: the cpuset controller enabled for child groups.
