@@ -170,6 +170,21 @@ def test_the_checkout_copy_leaves_out_builds_and_venvs(tmp_path: Path) -> None:
     assert not list((dest / "pytest_rseq").glob("_prseq*.so"))
 
 
+def test_a_project_folder_is_staged_beside_the_checkout(tmp_path: Path) -> None:
+    project = tmp_path / "myproject"
+    (project / "tests").mkdir(parents=True)
+    (project / "tests" / "test_x.py").write_text("def test_x(): pass\n")
+    (project / ".venv").mkdir()
+    (project / ".venv" / "junk").write_text("x")
+    guest = Arm64Guest(cache_dir=tmp_path / "cache", project=project)
+    guest.images.pylib.mkdir(parents=True)
+    guest._stage(tmp_path / "job", "true")
+    assert (tmp_path / "job" / "project" / "tests" / "test_x.py").is_file()
+    assert not (tmp_path / "job" / "project" / ".venv").exists()
+    assert "PRSEQ_GUEST_PROJECT=/job/project" in (tmp_path / "job" / "run.sh").read_text()
+    assert (tmp_path / "job" / "command").read_text() == "true"
+
+
 def test_an_interrupted_build_leaves_nothing_that_looks_complete(tmp_path: Path) -> None:
     spec = ImageSpec()
 

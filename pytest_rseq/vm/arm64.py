@@ -58,7 +58,7 @@ _KERNEL_VALUE = re.compile(r"^\d+\.\d+[0-9A-Za-z.+~-]*$")
 _RUN_SH = """\
 export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 TERM=dumb
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export {out_env}=/job/out PYTHONPATH={root}:/job/pylib
+export {out_env}=/job/out PYTHONPATH={root}:/job/pylib PRSEQ_GUEST_PROJECT=/job/project
 # Interpreters start ~20x slower under TCG: more time for a stress child to start.
 export PYTEST_RSEQ_CHILD_GRACE_S=${{PYTEST_RSEQ_CHILD_GRACE_S:-120}}
 cd {root} || exit 125
@@ -146,6 +146,7 @@ class Arm64Guest:
         *,
         cpus: int = 2,
         memory_mb: int = 2048,
+        project: Path | None = None,
         log: Log | None = None,
     ) -> None:
         """``kernel``: a Debian cloud-arm64 kernel version such as ``6.1.0-57`` or
@@ -161,6 +162,8 @@ class Arm64Guest:
         self.label = f"aarch64 {value}"
         self.cpus = cpus
         self.memory_mb = memory_mb
+        self.project = project
+        """A host folder (your project) copied to ``$PRSEQ_GUEST_PROJECT`` in the guest."""
         self._log = log or (lambda line: print(f"[arm64] {line}", file=sys.stderr, flush=True))
 
     # -- check ---------------------------------------------------------------------------
@@ -287,6 +290,8 @@ class Arm64Guest:
         src = job / "src"
         _copy_checkout(checkout_root(), src)
         shutil.copytree(self.images.pylib, job / "pylib", symlinks=True)
+        if self.project is not None:
+            _copy_checkout(Path(self.project), job / "project")
         _write_dist_info(src)
         build_key = self.images.builds / source_hash(checkout_root())
         cached = sorted(build_key.glob("_prseq*.so")) if build_key.is_dir() else []
@@ -378,7 +383,8 @@ def _parse_console(text: str) -> tuple[int, str]:
 
 
 def _copy_checkout(root: Path, dest: Path) -> None:
-    """Copy the checkout's tracked and not-ignored files (no .venv, builds or caches)."""
+    """Copy a source tree's tracked and not-ignored files (no .venv, builds or caches);
+    outside git, everything but those folders and compiled objects."""
     dest.mkdir(parents=True)
     listed = subprocess.run(
         ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
