@@ -74,9 +74,10 @@ if ! ls pytest_rseq/_prseq*.so >/dev/null 2>&1; then
         exit 125
     fi
     mkdir -p /job/built && cp pytest_rseq/_prseq*.so /job/built/
-    echo "pytest-rseq: native core built in the guest in $(( $(date +%s) - start )) s"
+    echo "pytest-rseq: native core built in the guest in $(( $(date +%s) - start )) s" >/job/note
 fi
 echo {begin}
+cat /job/note 2>/dev/null
 sh -c "$(cat /job/command)"
 """
 
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"pytest-rseq: interrupted ({exc}); the guest was stopped", file=sys.stderr)
         return 130
-    sys.stdout.write(result.output)
+    sys.stdout.write(result.output if result.output.endswith("\n") else result.output + "\n")
     print(f"[arm64] exit {result.returncode}, {result.wall_s:.1f} s", file=sys.stderr)
     if args.out:
         shutil.copytree(result.out_dir, args.out, dirs_exist_ok=True)
