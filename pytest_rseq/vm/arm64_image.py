@@ -1,0 +1,447 @@
+"""The cached pieces an arm64 guest boots from: kernel, initramfs, root file system.
+
+Everything is built from Debian's arm64 packages on an x86_64 (or any) host:
+
+- the kernel: ``linux-image-<version>-cloud-arm64`` fetched with ``apt-get download``
+  and unpacked with ``dpkg-deb -x`` (its ``vmlinuz`` is an uncompressed arm64 ``Image``);
+- the initramfs: ``busybox-static:arm64`` plus the kernel's virtio modules (virtio-blk and
+  virtio-pci are modules in Debian's arm64 kernels), and an ``/init`` that mounts the root
+  and job disks, runs the job in a chroot and powers off;
+- the root file system: ``debootstrap --foreign`` of Debian bookworm arm64 with the
+  packages pytest-rseq needs, its second stage run through ``qemu-aarch64-static``, packed
+  into an ext4 image with ``mkfs.ext4 -d`` (no loop device, no mount).
+
+Kernel and initramfs live in ``<cache>/boot-<kernel>-<hash>/``, the root file system (and
+the guest's builds of pytest-rseq) in ``<cache>/rootfs-<suite>-<hash>/``; the hashes cover
+every input (kernel version, modules, init script; suite, package list; recipe version), so
+changing any of them builds that piece anew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RECIPE_VERSION = 2
+"""Bump when the way the images are built changes (the cache key includes it)."""
+
+DEFAULT_KERNEL = "6.12.117+deb12"
+"""Debian bookworm's 6.12 cloud-arm64 kernel (``linux-image-6.12.117+deb12-cloud-arm64``):
+recent enough (6.3+) for ``mm_cid``, so every gate scenario applies."""
+
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+MIRROR_ENV = "PYTEST_RSEQ_DEBIAN_MIRROR"
+
+PACKAGES = (
+    "python3",
+    "python3-dev",
+    "python3-distutils",
+    "gcc",
+    "libc6-dev",
+    "python3-cffi",
+    "python3-pytest",
+    "python3-psutil",
+    "python3-pyelftools",
+    "python3-pytest-xdist",
+    "python3-capstone",
+)
+"""Debian arm64 packages of the root file system (what pytest-rseq and its tests need)."""
+
+PYTHON_LIBS = (
+    "pytest>=7.4",
+    "pluggy>=1.5",
+    "pygments>=2.7.2",
+    "iniconfig",
+    "packaging",
+    "execnet>=2.1",
+    "pytest-xdist>=3.5",
+)
+"""Pure-Python libraries newer than bookworm's (pytest 7.2, pluggy 1.0: the plugin needs
+pytest >= 7.4), installed on the host with pip into a folder the guest puts first on
+``PYTHONPATH``."""
+
+BASE_PACKAGES = ("python3", "gcc", "libc6-dev")
+"""The part of ``PACKAGES`` debootstrap installs; apt-get in the chroot adds the rest."""
+
+VIRTIO_MODULES = (
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+)
+"""Loaded in this order by the initramfs; a name the kernel lacks (or has built in) is skipped."""
+
+INIT_SCRIPT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules.order); do
+    insmod "/modules/$m.ko" 2>/dev/null
+done
+i=0
+while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if ! mount -t ext4 /dev/vda /root || ! mount -t ext4 /dev/vdb /root/job; then
+    echo "PRSEQ_GUEST_INIT_FAILED: cannot mount the root or job disk"
+    ls -l /dev/vd* 2>&1
+    poweroff -f
+fi
+mount -t proc proc /root/proc
+mount -t sysfs sys /root/sys
+mount -t devtmpfs dev /root/dev
+mkdir -p /root/dev/pts /root/dev/shm
+mount -t devpts devpts /root/dev/pts
+mount -t tmpfs tmpfs /root/dev/shm
+mount -t tmpfs tmpfs /root/tmp
+mount -t tmpfs tmpfs /root/run
+mount -t cgroup2 cgroup2 /root/sys/fs/cgroup
+mount -t tracefs tracefs /root/sys/kernel/tracing 2>/dev/null
+hostname prseq-arm64
+chroot /root /bin/sh /job/run.sh < /dev/console > /dev/console 2>&1
+rc=$?
+echo "$rc" > /root/job/rc
+echo "PRSEQ_GUEST_RC=$rc"
+sync
+umount /root/job
+umount /root/sys/fs/cgroup /root/sys/kernel/tracing /root/dev/pts /root/dev/shm 2>/dev/null
+umount /root/dev /root/proc /root/sys /root/tmp /root/run /root 2>/dev/null
+sync
+poweroff -f
+"""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Every input of the cached images; ``key`` hashes them all."""
+
+    kernel: str = DEFAULT_KERNEL
+    packages: tuple[str, ...] = PACKAGES
+    python_libs: tuple[str, ...] = PYTHON_LIBS
+    suite: str = SUITE
+    recipe: int = RECIPE_VERSION
+    init: str = field(default=INIT_SCRIPT, repr=False)
+
+    @property
+    def kernel_package(self) -> str:
+        """The Debian package that holds this kernel (arm64 cloud flavour)."""
+        return f"linux-image-{self.kernel}-cloud-arm64"
+
+    def _hash(self, *parts: str) -> str:
+        digest = hashlib.sha256()
+        for part in (str(self.recipe), *parts):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:12]
+
+    @property
+    def boot_key(self) -> str:
+        """Hash of what the kernel and initramfs are made of (kernel, modules, /init)."""
+        return f"boot-{self.kernel}-{self._hash(self.kernel, self.init, *VIRTIO_MODULES)}"
+
+    @property
+    def rootfs_key(self) -> str:
+        """Hash of what the root file system is made of (suite, package list)."""
+        return f"rootfs-{self.suite}-{self._hash(self.suite, *self.packages)}"
+
+    @property
+    def pylib_key(self) -> str:
+        """Hash of the pure-Python libraries pip installs for the guest."""
+        return f"pylib-{self._hash(*self.python_libs)}"
+
+    @property
+    def key(self) -> str:
+        """All keys: a different input gets a different cache folder."""
+        return f"{self.boot_key}+{self.rootfs_key}+{self.pylib_key}"
+
+
+@dataclass(frozen=True)
+class Images:
+    """Paths of the cached pieces of one :class:`ImageSpec` under a cache folder."""
+
+    boot_folder: Path
+    root_folder: Path
+    pylib: Path
+    """Pure-Python libraries (``PYTHON_LIBS``) the guest imports before its own."""
+
+    @classmethod
+    def of(cls, spec: ImageSpec, cache_dir: Path) -> Images:
+        """Where ``spec``'s pieces live in ``cache_dir``."""
+        return cls(
+            cache_dir / spec.boot_key, cache_dir / spec.rootfs_key, cache_dir / spec.pylib_key
+        )
+
+    @property
+    def kernel(self) -> Path:
+        """The arm64 ``Image`` QEMU boots."""
+        return self.boot_folder / "Image"
+
+    @property
+    def initrd(self) -> Path:
+        """The gzip-compressed cpio initramfs."""
+        return self.boot_folder / "initrd.cpio.gz"
+
+    @property
+    def rootfs(self) -> Path:
+        """The ext4 root file system (never written: QEMU opens it as a snapshot)."""
+        return self.root_folder / "rootfs.ext4"
+
+    @property
+    def builds(self) -> Path:
+        """Per-source-hash builds of pytest-rseq's native core made in this root file system."""
+        return self.root_folder / "builds"
+
+    def complete(self) -> bool:
+        """True when all three pieces exist (each is renamed into place when done)."""
+        return (
+            self.kernel.is_file()
+            and self.initrd.is_file()
+            and self.rootfs.is_file()
+            and self.pylib.is_dir()
+        )
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/pytest-rseq/arm64`` (``~/.cache`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-rseq" / "arm64"
+
+
+def mirror() -> str:
+    """The Debian mirror debootstrap uses (``$PYTEST_RSEQ_DEBIAN_MIRROR`` overrides)."""
+    return os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
+
+
+Log = Callable[[str], None]
+
+
+def _run(cmd: list[str], log: Log, **kwargs: object) -> None:
+    """Run ``cmd``; raise RuntimeError with its output tail when it fails."""
+    log("$ " + " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{tail}")
+
+
+def _apt_download(package: str, into: Path, log: Log) -> Path:
+    """``apt-get download package`` into ``into``, unpacked there; return the unpack folder."""
+    _run(["apt-get", "download", package], log, cwd=into)
+    debs = sorted(into.glob("*.deb"))
+    if len(debs) != 1:
+        raise RuntimeError(f"apt-get download {package} left {len(debs)} .deb files in {into}")
+    unpacked = into / "x"
+    _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], log)
+    return unpacked
+
+
+def build_kernel(spec: ImageSpec, work: Path, log: Log) -> tuple[Path, Path]:
+    """Fetch and unpack the kernel package; return (Image, modules folder of that kernel)."""
+    folder = work / "kernel"
+    folder.mkdir()
+    unpacked = _apt_download(f"{spec.kernel_package}:arm64", folder, log)
+    images = sorted((unpacked / "boot").glob("vmlinuz-*"))
+    modules = sorted((unpacked / "lib" / "modules").glob("*"))
+    if len(images) != 1 or len(modules) != 1:
+        raise RuntimeError(f"{spec.kernel_package} has no single vmlinuz and modules folder")
+    return images[0], modules[0]
+
+
+def _find_module(modules: Path, name: str) -> Path | None:
+    for suffix in (".ko", ".ko.xz"):
+        found = sorted(modules.rglob(name + suffix))
+        if found:
+            return found[0]
+    return None
+
+
+def build_initramfs(spec: ImageSpec, modules: Path, work: Path, out: Path, log: Log) -> None:
+    """Write the initramfs (busybox, virtio modules, /init) to ``out`` as a gzip'd cpio."""
+    busybox = _apt_download("busybox-static:arm64", _mkdir(work / "busybox"), log)
+    root = _mkdir(work / "initramfs")
+    for sub in ("bin", "proc", "sys", "dev", "root", "modules"):
+        (root / sub).mkdir()
+    shutil.copy2(busybox / "bin" / "busybox", root / "bin" / "busybox")
+    order = []
+    for name in VIRTIO_MODULES:
+        found = _find_module(modules, name)
+        if found is None:
+            log(f"kernel module {name} not found: assumed built in")
+            continue
+        data = found.read_bytes()
+        if found.name.endswith(".xz"):
+            data = lzma.decompress(data)
+        (root / "modules" / f"{name}.ko").write_bytes(data)
+        order.append(name)
+    (root / "modules.order").write_text("\n".join(order) + "\n")
+    init = root / "init"
+    init.write_text(spec.init)
+    init.chmod(0o755)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    listing = ("\n".join(files) + "\n").encode()
+    proc = subprocess.run(
+        ["cpio", "--quiet", "-o", "-H", "newc", "--owner=0:0"],
+        input=listing,
+        cwd=root,
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cpio failed: {proc.stderr.decode(errors='replace')}")
+    out.write_bytes(gzip.compress(proc.stdout, 6))
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def build_rootfs(spec: ImageSpec, work: Path, out: Path, log: Log) -> None:
+    """Build the arm64 root file system and pack it into the ext4 image ``out``.
+
+    debootstrap installs the base (``BASE_PACKAGES``); the rest of ``spec.packages`` comes
+    from apt-get in the chroot afterwards, where a failing package shows its own error.
+    """
+    root = work / "rootfs"
+    base = [p for p in spec.packages if p in BASE_PACKAGES]
+    _run(
+        [
+            "debootstrap",
+            "--arch=arm64",
+            "--foreign",
+            "--variant=minbase",
+            "--include=" + ",".join(base),
+            spec.suite,
+            str(root),
+            mirror(),
+        ],
+        log,
+    )
+    qemu = shutil.which("qemu-aarch64-static")
+    if qemu is None:
+        raise RuntimeError("qemu-aarch64-static is not installed (Debian: qemu-user-static)")
+    shutil.copy2(qemu, root / "usr" / "bin" / "qemu-aarch64-static")
+    try:
+        _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], log)
+    except RuntimeError as exc:
+        kept = out.parent.parent / "debootstrap-failed.log"
+        with contextlib.suppress(OSError):
+            shutil.copy2(root / "debootstrap" / "debootstrap.log", kept)
+        raise RuntimeError(f"{exc}\n(debootstrap's log: {kept})") from None
+    rest = [p for p in spec.packages if p not in BASE_PACKAGES]
+    if rest:
+        _apt_install_in(root, spec.suite, rest, log)
+    (root / "usr" / "bin" / "qemu-aarch64-static").unlink()
+    (root / "job").mkdir(exist_ok=True)
+    for cache in (root / "var" / "cache" / "apt", root / "var" / "lib" / "apt" / "lists"):
+        shutil.rmtree(cache, ignore_errors=True)
+        (cache / "partial").mkdir(parents=True)
+    used = sum(p.lstat().st_size for p in root.rglob("*"))
+    size_mb = used // (1 << 20) + 512
+    _run(
+        ["mkfs.ext4", "-q", "-F", "-L", "prseq-root", "-d", str(root), str(out), f"{size_mb}M"], log
+    )
+
+
+def _apt_install_in(root: Path, suite: str, packages: list[str], log: Log) -> None:
+    """apt-get install ``packages`` in the chroot ``root`` (proc mounted meanwhile)."""
+    shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")
+    (root / "etc" / "apt" / "sources.list").write_text(f"deb {mirror()} {suite} main\n")
+    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    env = {
+        "DEBIAN_FRONTEND": "noninteractive",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LC_ALL": "C",
+    }
+    try:
+        _run(["chroot", str(root), "apt-get", "-q", "update"], log, env=env)
+        _run(
+            [
+                "chroot",
+                str(root),
+                "apt-get",
+                "-q",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                *packages,
+            ],
+            log,
+            env=env,
+        )
+        _run(["chroot", str(root), "apt-get", "clean"], log, env=env)
+    finally:
+        subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True, check=False)
+    (root / "etc" / "resolv.conf").write_text("")
+
+
+def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
+    """Return the cached images of ``spec``, building the missing ones first (root needed).
+
+    Each piece is built in a temporary folder beside where it goes and renamed into place,
+    so an interrupted build leaves nothing that looks complete.
+    """
+    images = Images.of(spec, cache_dir)
+    if not (images.kernel.is_file() and images.initrd.is_file()):
+        with _workdir(images.boot_folder) as work:
+            vmlinuz, modules = build_kernel(spec, work, log)
+            build_initramfs(spec, modules, work, work / "initrd.cpio.gz", log)
+            shutil.copy2(vmlinuz, work / "Image")
+            os.replace(work / "Image", images.kernel)
+            os.replace(work / "initrd.cpio.gz", images.initrd)
+    if not images.rootfs.is_file():
+        with _workdir(images.root_folder) as work:
+            build_rootfs(spec, work, work / "rootfs.ext4", log)
+            os.replace(work / "rootfs.ext4", images.rootfs)
+    if not images.pylib.is_dir():
+        images.pylib.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="build-pylib-", dir=images.pylib.parent) as tmp:
+            target = Path(tmp) / "site"
+            install_python_libs(spec.python_libs, target, log)
+            os.replace(target, images.pylib)
+    return images
+
+
+def install_python_libs(requirements: tuple[str, ...], target: Path, log: Log) -> None:
+    """pip-install pure-Python wheels for the guest's CPython 3.11 on aarch64 into ``target``."""
+    _run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
+            "--platform", "manylinux2014_aarch64", "--python-version", "3.11",
+            "--implementation", "cp", "--target", str(target), *requirements,
+        ],
+        log,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _workdir(folder: Path) -> Iterator[Path]:
+    """A temporary build folder inside ``folder``, removed afterwards (mounts first)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="build-", dir=folder) as tmp:
+        try:
+            yield Path(tmp)
+        finally:
+            # debootstrap mounts proc and sys in the chroot: never delete through a mount.
+            unmount_under(Path(tmp))
+
+
+def unmount_under(folder: Path) -> None:
+    """Unmount (lazily, deepest first) every mount point below ``folder``."""
+    prefix = str(folder.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1].replace("\\040", " ") for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
