@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import sigterm
+from ..host import sigterm
 from .._sources import source_hash
 from .._version import __version__
 from .arm64_image import (
