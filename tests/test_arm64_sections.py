@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_rseq.elf.descriptors import find_descriptors
+from pytest_rseq.elf.disasm import capstone_for as _capstone
+from pytest_rseq.elf.disasm import instructions as _instructions
+from pytest_rseq.elf.image import Image as _Image
+from pytest_rseq.elf.image import open_image as _open
 
 import pytest_rseq
-from pytest_rseq.lint import _Image, _open, find_descriptors
-from pytest_rseq.mutants import _capstone, _instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_SIG = 0xD428BC00
@@ -146,7 +149,7 @@ def _compiler() -> str:
 
 
 def _core_library(tmp_path: Path) -> Path:
-    """pytest-rseq's own sections: the compiled core on aarch64, else workloads.c cross-built."""
+    """pytest-rseq's own sections: the compiled core on aarch64, else counters.c and canaries.c cross-built."""
     if NATIVE:
         from pytest_rseq import _native
 
@@ -167,7 +170,9 @@ def _core_library(tmp_path: Path) -> Path:
         "-shared",
         f"-I{ROOT / 'native'}",
         f"-I{ROOT / 'pytest_rseq' / 'include'}",
-        str(ROOT / "native" / "workloads.c"),
+        # The built-in sections: the counters and the canaries.
+        str(ROOT / "native" / "counters.c"),
+        str(ROOT / "native" / "canaries.c"),
         "-o",
         str(out),
     ]
@@ -224,7 +229,7 @@ def test_the_shape_checks_catch_mutated_sections(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each made mutant of the example (bounds moved, signature broken...) fails the checks."""
-    from pytest_rseq.mutants import mutants
+    from pytest_rseq import mutants
 
     libs = _example_libraries(tmp_path, monkeypatch)
     made = [m for m in mutants(libs["libpercpu.so"], tmp_path / "mut") if m.path is not None]

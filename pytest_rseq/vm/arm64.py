@@ -34,9 +34,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..host import sigterm
 from .._sources import source_hash
 from .._version import __version__
+from ..host import sigterm
 from .arm64_image import (
     DEFAULT_KERNEL,
     Images,
