@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import pytest_rseq
 from pytest_rseq.elf.descriptors import find_descriptors
 from pytest_rseq.elf.disasm import capstone_for as _capstone
 from pytest_rseq.elf.disasm import instructions as _instructions
 from pytest_rseq.elf.image import Image as _Image
 from pytest_rseq.elf.image import open_image as _open
-
-import pytest_rseq
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_SIG = 0xD428BC00
@@ -149,7 +149,8 @@ def _compiler() -> str:
 
 
 def _core_library(tmp_path: Path) -> Path:
-    """pytest-rseq's own sections: the compiled core on aarch64, else counters.c and canaries.c cross-built."""
+    """pytest-rseq's own sections: the compiled core on aarch64, else cross-built from
+    counters.c and canaries.c."""
     if NATIVE:
         from pytest_rseq import _native
 

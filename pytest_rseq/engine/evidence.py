@@ -89,10 +89,7 @@ def _why_missing(name: str, chaos: Chaos, run: dict[str, Any]) -> str:
             f"(threads_started={run.get('threads_started', 0)}): raise churn_hz or the duration"
         )
     if name == "fork":
-        return (
-            f"{asked} no fork child completed its ops: "
-            "raise fork_hz or the duration"
-        )
+        return f"{asked} no fork child completed its ops: raise fork_hz or the duration"
     if name == "hotplug":
         return f"{asked} no CPU went offline or online"
     return (
@@ -119,6 +116,4 @@ def evidence_reasons(spec: RunSpec, run: dict[str, Any], label: str) -> list[str
             f"the run went on {run.get('extended_s', 0.0):.2f} s past its duration, up to "
             f"the evidence cap ({spec.resolved_evidence_cap:g}x the duration)"
         )
-    return [
-        f"no evidence ({label}): {_why_missing(n, spec.chaos, run)}; {ended}" for n in missing
-    ]
+    return [f"no evidence ({label}): {_why_missing(n, spec.chaos, run)}; {ended}" for n in missing]

@@ -151,9 +151,10 @@ def run_spec(spec: RunSpec) -> StressResult:
         WorkloadError: a workload library could not be loaded.
     """
     __tracebackhide__ = hide_for_caller_errors
-    with prepare(
-        cpusets=spec.chaos.cpuset_hz > 0, hotplug_cpus=spec.chaos.hotplug_hz > 0
-    ) as (host, cleanup):
+    with prepare(cpusets=spec.chaos.cpuset_hz > 0, hotplug_cpus=spec.chaos.hotplug_hz > 0) as (
+        host,
+        cleanup,
+    ):
         raw = run_isolated(spec, host) if spec.isolate else run_in_process(spec, host)
         if spec.isolate and wants_preload_retry(spec.workload, raw):
             spec = replace(spec, workload=replace(spec.workload, preload=True))
