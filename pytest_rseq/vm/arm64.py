@@ -25,23 +25,25 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 from .._sources import source_hash
-from .._version import __version__
 from ..host import sigterm
+from .arm64_boot import Log
+from .arm64_disk import copy_checkout as _copy_checkout
+from .arm64_disk import debugfs_rdump as _debugfs_rdump
+from .arm64_disk import mkfs as _mkfs
+from .arm64_disk import write_dist_info as _write_dist_info
+from .arm64_host import BINFMT_ENTRY, apt_knows, binfmt_enabled, foreign_architectures, unreachable
 from .arm64_image import (
     DEFAULT_KERNEL,
     Images,
     ImageSpec,
-    Log,
     default_cache_dir,
     ensure_images,
     mirror,
@@ -80,46 +82,6 @@ echo {begin}
 cat /job/note 2>/dev/null
 sh -c "$(cat /job/command)"
 """
-
-
-BINFMT_ENTRY = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-
-
-def binfmt_enabled() -> bool:
-    """Whether the kernel runs arm64 ELF files through qemu-aarch64 (binfmt_misc)."""
-    try:
-        return BINFMT_ENTRY.read_text().splitlines()[0].strip() == "enabled"
-    except (OSError, IndexError):
-        return False
-
-
-def foreign_architectures() -> list[str]:
-    """``dpkg --print-foreign-architectures`` (empty when dpkg is missing)."""
-    try:
-        proc = subprocess.run(
-            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True, check=False
-        )
-    except OSError:
-        return []
-    return proc.stdout.split()
-
-
-def apt_knows(package: str) -> bool:
-    """Whether ``apt-cache show package`` finds it."""
-    try:
-        return subprocess.run(["apt-cache", "show", package], capture_output=True).returncode == 0
-    except OSError:
-        return False
-
-
-def unreachable(url: str) -> str | None:
-    """Why a TCP connection to the host of ``url`` fails (None: it connects)."""
-    parsed = urlparse(url)
-    try:
-        socket.create_connection((parsed.hostname or "", parsed.port or 80), timeout=10).close()
-    except OSError as exc:
-        return str(exc) or type(exc).__name__
-    return None
 
 
 def checkout_root() -> Path:
@@ -381,70 +343,6 @@ def _parse_console(text: str) -> tuple[int, str]:
         return 125, text + "\npytest-rseq: the arm64 guest ended without an exit status\n"
     body = text[begin + len(_BEGIN) + 1 : match.start()] if begin >= 0 else text[: match.start()]
     return int(match.group(1)), body
-
-
-def _copy_checkout(root: Path, dest: Path) -> None:
-    """Copy a source tree's tracked and not-ignored files (no .venv, builds or caches);
-    outside git, everything but those folders and compiled objects."""
-    dest.mkdir(parents=True)
-    listed = subprocess.run(
-        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=False,
-    )
-    if listed.returncode == 0:
-        names = [n for n in listed.stdout.decode().split("\0") if n]
-    else:
-        skip = {".venv", "build", "dist", ".git", "__pycache__", ".mypy_cache", ".ruff_cache"}
-        names = [
-            str(p.relative_to(root))
-            for p in root.rglob("*")
-            if p.is_file()
-            and not skip.intersection(p.relative_to(root).parts)
-            and not p.name.endswith(".so")
-        ]
-    for name in names:
-        source = root / name
-        if not source.is_file():  # deleted but still tracked
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-
-
-def _write_dist_info(src: Path) -> None:
-    """Make the copy an importable distribution (pytest finds the plugin's entry point)."""
-    info = src / f"pytest_rseq-{__version__}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: pytest-rseq\nVersion: {__version__}\n"
-    )
-    (info / "entry_points.txt").write_text("[pytest11]\nrseq = pytest_rseq.plugin\n")
-
-
-def _mkfs(folder: Path, image: Path) -> None:
-    used = sum(p.lstat().st_size for p in folder.rglob("*"))
-    size_mb = used // (1 << 20) + 256
-    proc = subprocess.run(
-        ["mkfs.ext4", "-q", "-F", "-L", "prseq-job", "-d", str(folder), str(image), f"{size_mb}M"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise GuestUnavailable(f"mkfs.ext4 of the job disk failed: {proc.stderr.strip()}")
-
-
-def _debugfs_rdump(image: Path, path: str, dest: Path) -> Path | None:
-    """Copy ``path`` out of the ext4 ``image`` into ``dest``; return the copy (None: absent)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["debugfs", "-R", f"rdump {path} {dest}", str(image)],
-        capture_output=True,
-        check=False,
-    )
-    copied = dest / Path(path).name
-    return copied if copied.is_dir() else None
 
 
 def main(argv: list[str] | None = None) -> int:
