@@ -43,71 +43,27 @@ class Variant:
 
 def variants(lib: Any) -> list[Variant]:
     """The variants measured, in table order."""
-    return [
-        Variant(
-            "harness_counter",
-            "harness",
-            "counter",
-            OPS_FAST,
-            "rseq counter (cpu_id), through the harness",
-        ),
-        Variant(
-            "harness_counter_mm_cid",
-            "harness",
-            "counter_mm_cid",
-            OPS_FAST,
-            "rseq counter (mm_cid), through the harness",
-        ),
-        Variant(
-            "builtin_cpu_id",
-            "tight",
-            lib.PRSEQ_BENCH_BUILTIN_CPU_ID,
-            OPS_FAST,
-            "same counter code, one call, no harness",
-        ),
-        Variant(
-            "builtin_mm_cid",
-            "tight",
-            lib.PRSEQ_BENCH_BUILTIN_MM_CID,
-            OPS_FAST,
-            "same mm_cid counter code, one call, no harness",
-        ),
-        Variant(
-            "rseq_cpu_id",
-            "tight",
-            lib.PRSEQ_BENCH_RSEQ_CPU_ID,
-            OPS_FAST,
-            "rseq section hand-inlined in bench.c (cpu_id)",
-        ),
-        Variant(
-            "rseq_mm_cid",
-            "tight",
-            lib.PRSEQ_BENCH_RSEQ_MM_CID,
-            OPS_FAST,
-            "rseq section hand-inlined in bench.c (mm_cid)",
-        ),
-        Variant(
-            "atomic",
-            "tight",
-            lib.PRSEQ_BENCH_ATOMIC,
-            OPS_ATOMIC,
-            "one shared counter, atomic fetch_add",
-        ),
-        Variant(
-            "getcpu_shard",
-            "tight",
-            lib.PRSEQ_BENCH_GETCPU_SHARD,
-            OPS_ATOMIC,
-            "sched_getcpu() + atomic fetch_add on the CPU's shard",
-        ),
-        Variant(
-            "mutex",
-            "tight",
-            lib.PRSEQ_BENCH_MUTEX,
-            OPS_MUTEX,
-            "one counter behind one pthread mutex",
-        ),
-    ]
+    table = (
+        ("harness_counter", "harness", "counter", OPS_FAST,
+         "rseq counter (cpu_id), through the harness"),
+        ("harness_counter_mm_cid", "harness", "counter_mm_cid", OPS_FAST,
+         "rseq counter (mm_cid), through the harness"),
+        ("builtin_cpu_id", "tight", lib.PRSEQ_BENCH_BUILTIN_CPU_ID, OPS_FAST,
+         "same counter code, one call, no harness"),
+        ("builtin_mm_cid", "tight", lib.PRSEQ_BENCH_BUILTIN_MM_CID, OPS_FAST,
+         "same mm_cid counter code, one call, no harness"),
+        ("rseq_cpu_id", "tight", lib.PRSEQ_BENCH_RSEQ_CPU_ID, OPS_FAST,
+         "rseq section hand-inlined in bench.c (cpu_id)"),
+        ("rseq_mm_cid", "tight", lib.PRSEQ_BENCH_RSEQ_MM_CID, OPS_FAST,
+         "rseq section hand-inlined in bench.c (mm_cid)"),
+        ("atomic", "tight", lib.PRSEQ_BENCH_ATOMIC, OPS_ATOMIC,
+         "one shared counter, atomic fetch_add"),
+        ("getcpu_shard", "tight", lib.PRSEQ_BENCH_GETCPU_SHARD, OPS_ATOMIC,
+         "sched_getcpu() + atomic fetch_add on the CPU's shard"),
+        ("mutex", "tight", lib.PRSEQ_BENCH_MUTEX, OPS_MUTEX,
+         "one counter behind one pthread mutex"),
+    )  # fmt: skip
+    return [Variant(*row) for row in table]
 
 
 def _tight(ffi: Any, lib: Any, v: Variant, threads: int, per_thread: int) -> dict[str, Any]:
@@ -199,14 +155,10 @@ def _ratios(
     ]
 
 
-def summarize(
-    vs: list[Variant],
-    samples: dict[str, dict[int, list[dict[str, Any]]]],
-    threads: tuple[int, ...],
-    repeats: int,
-    cpus: int,
+def _rows(
+    vs: list[Variant], samples: dict[str, dict[int, list[dict[str, Any]]]], threads: tuple[int, ...]
 ) -> dict[str, Any]:
-    """Medians, per-repeat ratios and the verdicts of the fast-path claims."""
+    """Each variant's medians and spreads per thread count."""
     rows: dict[str, Any] = {}
     for v in vs:
         rows[v.name] = {
@@ -223,24 +175,15 @@ def summarize(
                 for t in threads
             },
         }
-    speedup: dict[str, Any] = {}
-    overhead: dict[str, Any] = {}
-    for key in ("cpu_ns", "wall_ns"):
-        speedup[key] = {
-            name: {str(t): median(_ratios(samples, "atomic", name, t, key)) for t in threads}
-            for name in ("harness_counter", "harness_counter_mm_cid", "rseq_cpu_id")
-        }
-        overhead[key] = {
-            pair: {str(t): _minus_one(median(_ratios(samples, a, b, t, key))) for t in threads}
-            for pair, (a, b) in {
-                "counter_vs_same_code": ("harness_counter", "builtin_cpu_id"),
-                "counter_mm_cid_vs_same_code": ("harness_counter_mm_cid", "builtin_mm_cid"),
-                "counter_vs_hand_inlined": ("harness_counter", "rseq_cpu_id"),
-                "counter_mm_cid_vs_hand_inlined": ("harness_counter_mm_cid", "rseq_mm_cid"),
-            }.items()
-        }
+    return rows
+
+
+def _claims(
+    speedup: dict[str, Any], overhead: dict[str, Any], threads: tuple[int, ...]
+) -> dict[str, Any]:
+    """The fast-path claims, each judged on CPU time and on wall time."""
     multi = [str(t) for t in threads if t >= 2]
-    claims = {
+    return {
         "rseq_2x_faster_than_atomic_at_2plus_threads": {
             key: _all_at_least(
                 [
@@ -264,6 +207,34 @@ def summarize(
             for key in ("cpu_ns", "wall_ns")
         },
     }
+
+
+def summarize(
+    vs: list[Variant],
+    samples: dict[str, dict[int, list[dict[str, Any]]]],
+    threads: tuple[int, ...],
+    repeats: int,
+    cpus: int,
+) -> dict[str, Any]:
+    """Medians, per-repeat ratios and the verdicts of the fast-path claims."""
+    rows = _rows(vs, samples, threads)
+    speedup: dict[str, Any] = {}
+    overhead: dict[str, Any] = {}
+    for key in ("cpu_ns", "wall_ns"):
+        speedup[key] = {
+            name: {str(t): median(_ratios(samples, "atomic", name, t, key)) for t in threads}
+            for name in ("harness_counter", "harness_counter_mm_cid", "rseq_cpu_id")
+        }
+        overhead[key] = {
+            pair: {str(t): _minus_one(median(_ratios(samples, a, b, t, key))) for t in threads}
+            for pair, (a, b) in {
+                "counter_vs_same_code": ("harness_counter", "builtin_cpu_id"),
+                "counter_mm_cid_vs_same_code": ("harness_counter_mm_cid", "builtin_mm_cid"),
+                "counter_vs_hand_inlined": ("harness_counter", "rseq_cpu_id"),
+                "counter_mm_cid_vs_hand_inlined": ("harness_counter_mm_cid", "rseq_mm_cid"),
+            }.items()
+        }
+    claims = _claims(speedup, overhead, threads)
     return {
         "repeats": repeats,
         "cpus": cpus,

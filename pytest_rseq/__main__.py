@@ -138,6 +138,28 @@ def table(outcomes: list[gate.Outcome]) -> list[str]:
     return report.format_table(headers, rows)
 
 
+def print_header(args: argparse.Namespace, fp: dict[str, Any]) -> str | None:
+    """Print the gate's title and the host fingerprint; return the verdict when the host
+    cannot be tested at all (no native core, probing failed), else None."""
+    print(f"pytest-rseq {__version__} environment gate" + (" (quick)" if args.quick else ""))
+    for line in report.fingerprint_lines(fp):
+        print(f"  {line}")
+    if os.environ.get(BLOCKED_ENV):
+        print(f"  started with rseq blocked by seccomp ({os.environ[BLOCKED_ENV]}) before exec")
+    for key, why in (("native_error", "no native core"), ("probe_error", "probing failed")):
+        if key in fp:
+            print(f"COULD NOT TEST: {fp[key]}")
+            return f"COULD NOT TEST: {why}"
+    if not fp.get("rseq_available"):
+        errname = errno.errorcode.get(int(fp.get("syscall_errno") or 0), "?")
+        print(
+            f"  rseq is UNAVAILABLE here (the syscall fails with {errname}): "
+            "only the fallback path can be tested"
+        )
+    print()
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the gate; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -159,22 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:<31} {s.what}" + (f"  (opt-in: {s.opt_in})" if s.opt_in else ""))
         return gate.EXIT_PASS
     fp = report.host_fingerprint()
-    print(f"pytest-rseq {__version__} environment gate" + (" (quick)" if args.quick else ""))
-    for line in report.fingerprint_lines(fp):
-        print(f"  {line}")
-    if os.environ.get(BLOCKED_ENV):
-        print(f"  started with rseq blocked by seccomp ({os.environ[BLOCKED_ENV]}) before exec")
-    for key, why in (("native_error", "no native core"), ("probe_error", "probing failed")):
-        if key in fp:
-            print(f"COULD NOT TEST: {fp[key]}")
-            return _finish(args, fp, [], gate.EXIT_COULD_NOT_TEST, f"COULD NOT TEST: {why}", 0)
-    if not fp.get("rseq_available"):
-        errname = errno.errorcode.get(int(fp.get("syscall_errno") or 0), "?")
-        print(
-            f"  rseq is UNAVAILABLE here (the syscall fails with {errname}): "
-            "only the fallback path can be tested"
-        )
-    print()
+    untestable = print_header(args, fp)
+    if untestable:
+        return _finish(args, fp, [], gate.EXIT_COULD_NOT_TEST, untestable, 0)
     start = time.monotonic()
     allow = ["--allow-hotplug"] if args.allow_hotplug else []
     outcomes = gate.run_gate(
