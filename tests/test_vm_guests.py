@@ -193,7 +193,7 @@ def test_vng_command_line_and_script(image: Path, tmp_path: Path) -> None:
     assert argv[-2:] == ["--exec", f"sh {tmp_path / 'out' / 's.sh'}"]
     v2 = x86.X86Guest(image, cgroup_v2_only=True, which=_which())
     assert v2.label == "6.1.0-57-amd64 v2only"
-    assert v2.vng_argv(tmp_path / "s.sh")[-4:-2] == ["--append", "cgroup_no_v1=all"]
+    assert v2.vng_argv(tmp_path / "s.sh")[-4:-2] == ["--append", "prseq_guest=1 cgroup_no_v1=all"]
     script = guest.script("echo hi", tmp_path)
     assert f"export {OUT_ENV}={tmp_path}" in script
     assert "+cpuset > /sys/fs/cgroup/cgroup.subtree_control" in script
@@ -227,3 +227,14 @@ def test_run_without_status_reports_the_console(image: Path, tmp_path: Path) -> 
     shutil.rmtree(result.out_dir)
     assert result.returncode == x86.NO_STATUS
     assert "no exit status came back" in result.output and "Kernel panic" in result.output
+
+
+def test_guest_setup_changes_nothing_on_a_host(image: Path, tmp_path: Path) -> None:
+    """The guest script's cgroup setup acts only under the guest's kernel mark: run on the
+    host (as the stand-in vng does), it mounts nothing, even as root."""
+    guest = x86.X86Guest(image, which=_which())
+    script = tmp_path / "s.sh"
+    script.write_text(guest.script("true", tmp_path))
+    before = Path("/proc/mounts").read_text()
+    subprocess.run(["sh", str(script)], check=True, capture_output=True)
+    assert Path("/proc/mounts").read_text() == before

@@ -48,10 +48,17 @@ GUEST_CHILD_GRACE_S = 600
 """Start-up allowance of each stress child in the guest (Python over 9p under TCG is slow)."""
 NO_STATUS = 255
 """``GuestResult.returncode`` when the command's status never came back (crash, timeout)."""
-CGROUP_SETUP = """\
+GUEST_MARK = "prseq_guest=1"
+"""On the guest kernel's command line: the setup below acts only where it is present."""
+
+CGROUP_SETUP = f"""\
+if grep -qw {GUEST_MARK} /proc/cmdline; then
 grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+fi
 """
+"""Inside the guest only (never on a host that runs the script by mistake, or under a test's
+stand-in vng): cgroup2 at /sys/fs/cgroup with the cpuset controller on for child groups."""
 
 
 def _default_which(name: str) -> str | None:
@@ -123,8 +130,8 @@ class X86Guest:
             "--cpus", str(self.cpus), "-m", str(self.memory_mb),
             "--rwdir", str(script.parent), "--cwd", os.getcwd(),
         ]  # fmt: skip
-        if self.cgroup_v2_only:
-            argv += ["--append", "cgroup_no_v1=all"]
+        cmdline = GUEST_MARK + (" cgroup_no_v1=all" if self.cgroup_v2_only else "")
+        argv += ["--append", cmdline]
         return [*argv, "--exec", f"sh {shlex.quote(str(script))}"]
 
     def tool_dir(self) -> str:
