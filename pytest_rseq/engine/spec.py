@@ -54,7 +54,26 @@ FALLBACK_SLACK_S = 20.0
 GRACE_ENV = "PYTEST_RSEQ_CHILD_GRACE_S"
 """Raises the grace below: an emulated guest (QEMU TCG, Python read over 9p) starts
 interpreters ~20x slower, so the VM runners set it there."""
-CHILD_GRACE_S = float(os.environ.get(GRACE_ENV) or 30.0)
+
+
+def child_grace_s(text: str | None) -> float:
+    """The grace ``GRACE_ENV`` sets (30 s when unset or empty).
+
+    Raises:
+        ValueError: naming the variable and its value, when it is not a positive number.
+    """
+    if not text:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{GRACE_ENV}={text!r}: not a positive number of seconds")
+    return value
+
+
+CHILD_GRACE_S = child_grace_s(os.environ.get(GRACE_ENV))
 """On top of a run's own deadlines: interpreter start-up and the result file."""
 FALLBACK_ATTEMPTS = 3
 """The fallback half of "both" cannot be extended (its op budgets end it): when a clean
