@@ -35,12 +35,25 @@ def _needs(canary: str) -> str | None:
     return None
 
 
+def _chaos_for(canary: str) -> Chaos:
+    """The default chaos, but for the stale-cpu canary without affinity changes.
+
+    That canary writes the other CPU into cpu_id. While the affinity injector
+    holds the thread to one CPU, the other CPU is outside its mask, and the
+    not-allowed detector (checked first) rightly reports the same lie; the
+    getcpu detector is only the first to see it while both CPUs are allowed.
+    """
+    if canary == "canary_clobber_stale_cpu":
+        return Chaos(signals_hz=2000, churn_hz=200, oversubscribe=2.0)
+    return Chaos.default()
+
+
 @pytest.mark.parametrize(("canary", "kind"), CANARIES.items())
 def test_detector_catches_its_canary(canary: str, kind: int) -> None:
     reason = _needs(canary)
     if reason:
         pytest.skip(reason)
-    result = run(canary, threads=2, duration=0.3)
+    result = run(canary, threads=2, duration=0.3, chaos=_chaos_for(canary))
     assert not result.ok
     assert result.observed == result.expected  # the counts are right: only the area lies
     assert result.invariant_violations > 0
