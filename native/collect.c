@@ -19,6 +19,7 @@ static void collect_slots(struct prseq_run *run)
         res->aborts_signal += s->aborts_signal;
         res->aborts_membarrier += s->aborts_membarrier;
         res->migrations += s->migrations;
+        res->overlapped_migrations += s->overlapped_migrations;
         res->slot_ops[i] = s->ops;
     }
 }

@@ -15,8 +15,8 @@
 #include "evidence.h"
 #include "util.h"
 
-/* Past the deadline, one worker is asked to move at most this often. */
-#define MOVE_EVERY_NS 10000000ull
+/* While migrations are missing, one worker is asked to move at most this often. */
+#define MOVE_EVERY_NS 2000000ull
 
 static uint64_t load(const uint64_t *p)
 {
@@ -46,6 +46,25 @@ void prseq_attribute_aborts_slow(struct prseq_slot *s, const struct prseq_abort_
         add(&s->aborts_signal, by_signal);
     if (by_fence)
         add(&s->aborts_membarrier, by_fence);
+}
+
+void prseq_note_batch(struct prseq_run *run, struct prseq_slot *s, struct prseq_overlap_watch *w,
+                      uint32_t prev, uint32_t cpu)
+{
+    if (!run->cpu_ticks || cpu >= run->nr_cpus)
+        return;
+    __atomic_fetch_add(&run->cpu_ticks[cpu].n, 1, __ATOMIC_RELAXED);
+    if (prev != cpu) {
+        w->left = prev < run->nr_cpus ? prev : UINT32_MAX;
+        if (w->left != UINT32_MAX)
+            w->mark = __atomic_load_n(&run->cpu_ticks[prev].n, __ATOMIC_RELAXED);
+        return;
+    }
+    if (w->left != UINT32_MAX &&
+        __atomic_load_n(&run->cpu_ticks[w->left].n, __ATOMIC_RELAXED) != w->mark) {
+        add(&s->overlapped_migrations, 1);
+        w->left = UINT32_MAX;
+    }
 }
 
 void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, int migrated)
@@ -205,7 +224,7 @@ uint32_t prseq_evidence_missing(struct prseq_run *run)
     int rseq = run->res->path == PRSEQ_PATH_RSEQ;
     /* On one allowed CPU nothing can migrate and nothing runs in parallel. */
     int several = several_cpus(run);
-    uint64_t aborts = 0, by_signal = 0, by_fence = 0, migrations = 0, signals = 0;
+    uint64_t aborts = 0, by_signal = 0, by_fence = 0, migrations = 0, signals = 0, overlaps = 0;
     uint32_t missing = 0;
 
     for (uint32_t i = 0; i < run->nr_slots; i++) {
@@ -214,6 +233,7 @@ uint32_t prseq_evidence_missing(struct prseq_run *run)
         by_signal += load(&s->aborts_signal);
         by_fence += load(&s->aborts_membarrier);
         migrations += load(&s->live_migrations);
+        overlaps += load(&s->overlapped_migrations);
         signals += load(&s->signals_handled);
     }
     if (rseq && aborts == 0)
@@ -223,7 +243,11 @@ uint32_t prseq_evidence_missing(struct prseq_run *run)
     if (cfg->membarrier_hz > 0 &&
         (rseq ? by_fence : (c ? __atomic_load_n(&c->membarriers, __ATOMIC_RELAXED) : 0)) == 0)
         missing |= PRSEQ_EVIDENCE_MEMBARRIER;
-    if (several && migrations == 0 && (rseq || cfg->affinity_hz > 0 || cfg->cpuset_hz > 0))
+    /* One migration proves little: a stale CPU number only collides when the
+     * CPU left still runs a writer. With 2+ threads the rseq path needs that
+     * several times over (each exposes a stale-cpu bug about half the time). */
+    if (several && rseq && run->nr_slots > 1 ? overlaps < PRSEQ_MIN_OVERLAPPED_MIGRATIONS
+        : several && migrations == 0 && (rseq || cfg->affinity_hz > 0 || cfg->cpuset_hz > 0))
         missing |= PRSEQ_EVIDENCE_MIGRATION;
     if (cfg->churn_hz > 0 && run->threads_started <= run->nr_slots)
         missing |= PRSEQ_EVIDENCE_CHURN;

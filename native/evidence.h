@@ -42,11 +42,11 @@ void prseq_evidence_sample(struct prseq_run *run);
 /* PRSEQ_EVIDENCE_* bits of what the run has not shown yet (0: it may end). */
 uint32_t prseq_evidence_missing(struct prseq_run *run);
 
-/* Supervisor, past the deadline with no migration (or, on the fallback path,
- * workers seen on one CPU only): ask every live worker once, then one live
- * worker per round, round robin, at most every 10 ms (every look in a
- * fallback half of path="both", which its op budgets end), to move itself to
- * another CPU of its mask. */
+/* Supervisor, from the start of the run while migrations are missing (or,
+ * on the fallback path, workers were seen on one CPU only): ask every live
+ * worker once, then one live worker per round, round robin, at most every
+ * 2 ms (every look in a fallback half of path="both", which its op budgets
+ * end), to move itself to another CPU of its mask. */
 void prseq_request_migration(struct prseq_run *run, uint64_t now);
 
 /* Supervisor, once per run at a seeded point before the deadline: ask one
@@ -56,6 +56,21 @@ void prseq_request_swap(struct prseq_run *run, uint64_t pick);
 /* Worker, between batches (never inside a section): honour such a request.
  * `cpu` is the CPU it runs on now. */
 void prseq_move_self(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu);
+
+/* A worker's watch on the CPU it left at its last migration (evidence.c). */
+struct prseq_overlap_watch {
+    uint32_t left; /* that CPU, or UINT32_MAX: nothing watched */
+    uint64_t mark; /* the batches that CPU had ended when the move was seen */
+};
+
+/* Worker, at each batch boundary of one life: count the batch on `cpu`;
+ * a move since `prev` (the CPU at the previous boundary of this life, or
+ * UINT32_MAX) starts a watch on the CPU left, and a later batch on the same
+ * CPU while the CPU left ended a batch of another worker is an overlapped
+ * migration: the migrant and a worker on its old CPU ran at once, which is
+ * what exposes a section that uses a CPU number read before it moved. */
+void prseq_note_batch(struct prseq_run *run, struct prseq_slot *s, struct prseq_overlap_watch *w,
+                      uint32_t prev, uint32_t cpu);
 
 static inline void evidence_poll(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu)
 {

@@ -35,6 +35,7 @@ struct prseq_slot {
     uint64_t aborts_signal;
     uint64_t aborts_membarrier;
     uint64_t live_migrations;
+    uint64_t overlapped_migrations; /* migrations seen while the CPU left kept a worker running */
     int move_request;          /* 0, PRSEQ_MOVE_ANY (the supervisor: move to another CPU
                                   and swap) or PRSEQ_MOVE_TO(cpu) (a swap partner) */
     /* chaos.c: storm signals handled by the slot's threads (own cache line) */
@@ -43,6 +44,11 @@ struct prseq_slot {
 
 #define PRSEQ_MOVE_ANY 1
 #define PRSEQ_MOVE_TO(cpu) ((int)(cpu) + 2)
+
+/* Batches that ended on one CPU (any worker), on its own cache line. */
+struct prseq_cpu_ticks {
+    _Alignas(64) uint64_t n;
+};
 
 struct prseq_run {
     const struct prseq_workload *w;
@@ -69,9 +75,11 @@ struct prseq_run {
     uint64_t fence_gen;        /* membarrier: +1 before and after each fence (odd: in flight) */
     uint64_t *cpus_seen;       /* evidence.c: bitmap of CPUs the workers were seen on */
     uint32_t distinct_cpus;    /* bits set in cpus_seen */
+    struct prseq_cpu_ticks *cpu_ticks; /* evidence.c: per possible CPU, batches ended there */
     uint64_t move_requests;    /* evidence.c: workers asked to move (supervisor only) */
     uint64_t last_request_ns;  /* when the last one was asked */
     uint64_t moves;            /* workers that moved themselves on request */
+    int moves_wanted;          /* supervisor: migrations are missing, workers are being asked */
     uint32_t cpuset_cpus_max;  /* cpuset chaos: most CPUs the cpuset allowed when sampled
                                   (from the injector's first write on) */
 };

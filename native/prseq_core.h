@@ -40,11 +40,16 @@ enum prseq_violation {
 #define PRSEQ_EVIDENCE_ABORTS 1        /* rseq path: no section was aborted */
 #define PRSEQ_EVIDENCE_SIGNAL 2        /* signals: no signal-attributed abort (fallback: none handled) */
 #define PRSEQ_EVIDENCE_MEMBARRIER 4    /* fences: no membarrier-attributed abort (fallback: none issued) */
-#define PRSEQ_EVIDENCE_MIGRATION 8     /* more than one CPU allowed and no worker migrated */
+#define PRSEQ_EVIDENCE_MIGRATION 8     /* more than one CPU allowed and too few migrations:
+                                          rseq path, 2+ threads: fewer than
+                                          PRSEQ_MIN_OVERLAPPED_MIGRATIONS overlapped ones; else none */
 #define PRSEQ_EVIDENCE_CHURN 16        /* churn: no worker thread was replaced */
 #define PRSEQ_EVIDENCE_FORK 32         /* fork: no fork child completed its ops */
 #define PRSEQ_EVIDENCE_HOTPLUG 64      /* hotplug: no CPU went offline or online */
 #define PRSEQ_EVIDENCE_CONCURRENCY 128 /* fallback path: workers seen on fewer than 2 CPUs */
+/* Overlapped migrations (a worker moved and ran on its new CPU while a worker
+ * ran on the CPU it left) an rseq run of 2+ threads on 2+ CPUs must show. */
+#define PRSEQ_MIN_OVERLAPPED_MIGRATIONS 16
 
 /* What the running process has: the ABI as glibc and the kernel report it. */
 struct prseq_abi_info {
@@ -134,6 +139,7 @@ struct prseq_result {
     uint32_t distinct_cpus;       /* CPUs the workers were seen on */
     uint64_t evidence_moves;      /* workers the harness moved to another CPU for evidence */
     uint64_t affinity_swaps;      /* affinity flips that moved a second worker the other way */
+    uint64_t overlapped_migrations; /* migrations after which the CPU left kept running a worker */
 };
 
 int prseq_abi_probe(struct prseq_abi_info *out);

@@ -191,6 +191,9 @@ static void read_topology(struct prseq_run *run)
     run->nr_cpus = prseq_possible_cpus();
     run->cpu_node = read_cpu_nodes(run->nr_cpus, cfg->node_root);
     run->cpus_seen = calloc((run->nr_cpus + 63) / 64, sizeof(uint64_t));
+    run->cpu_ticks = aligned_alloc(64, sizeof(struct prseq_cpu_ticks) * run->nr_cpus);
+    if (run->cpu_ticks)
+        memset(run->cpu_ticks, 0, sizeof(struct prseq_cpu_ticks) * run->nr_cpus);
     run->node_id_usable = prseq_node_id_usable(run->res->owner);
     run->mm_cid_bound = mm_cid_bound(cfg, run->nr_cpus);
     run->nr_cpus_allowed = allowed_cpus(run->nr_cpus);
@@ -228,6 +231,7 @@ static int allocate(struct prseq_run *run)
                  threads);
         free(run->cpu_node);
         free(run->cpus_seen);
+        free(run->cpu_ticks);
         return -ENOMEM;
     }
     run->slots = aligned_alloc(64, sizeof(struct prseq_slot) * threads);
@@ -235,6 +239,7 @@ static int allocate(struct prseq_run *run)
         free(run->slots);
         free(run->cpu_node);
         free(run->cpus_seen);
+        free(run->cpu_ticks);
         w->destroy(run->state);
         res->error = ENOMEM;
         snprintf(res->errmsg, sizeof(res->errmsg), "out of memory for %u slots", threads);
@@ -268,4 +273,5 @@ void prseq_run_teardown(struct prseq_run *run)
     free(run->slots);
     free(run->cpu_node);
     free(run->cpus_seen);
+    free(run->cpu_ticks);
 }

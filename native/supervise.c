@@ -69,19 +69,19 @@ static int evidence_watched(const struct prseq_run *run, uint64_t now, uint64_t 
 
 /* The supervisor may end the run at `now`: from the deadline on once no
  * evidence is missing or an invariant broke (a verdict already), and at the
- * cap whatever is missing. Meanwhile, a missing migration is asked for. */
+ * cap whatever is missing. Meanwhile, from the start, missing migrations are
+ * asked for (and the supervisor looks often while they are). */
 static int run_may_end(struct prseq_run *run, uint64_t now, uint64_t deadline, uint64_t cap)
 {
     uint32_t missing;
 
     prseq_evidence_sample(run);
-    if (!evidence_watched(run, now, deadline))
-        return 0;
     if (now >= deadline &&
         (now >= cap || __atomic_load_n(&run->invariant_violations, __ATOMIC_RELAXED)))
         return 1;
     missing = prseq_evidence_missing(run);
-    if (missing & (PRSEQ_EVIDENCE_MIGRATION | PRSEQ_EVIDENCE_CONCURRENCY))
+    run->moves_wanted = (missing & (PRSEQ_EVIDENCE_MIGRATION | PRSEQ_EVIDENCE_CONCURRENCY)) != 0;
+    if (run->moves_wanted)
         prseq_request_migration(run, now);
     return now >= deadline && missing == 0;
 }
@@ -154,23 +154,23 @@ static void watch(struct prseq_run *run, uint64_t deadline, uint64_t cap, uint64
 {
     for (;;) {
         uint64_t now = prseq_now_ns();
-        uint64_t until = now < deadline ? deadline : cap;
-        uint64_t poll = evidence_watched(run, now, deadline) ? EXTEND_POLL_NS : POLL_NS;
-        uint64_t wake = now + poll < until ? now + poll : until;
+        uint64_t until, poll, wake;
         struct timespec abs;
 
         if (swap_at && now >= swap_at) {
             prseq_request_swap(run, swap_pick);
             swap_at = 0;
         }
-        if (swap_at && swap_at < wake)
-            wake = swap_at;
-        abs = prseq_ns_to_timespec(wake);
-
         if (!reap_slots(run) || run_may_end(run, now, deadline, cap) ||
             __atomic_load_n(&run->stop, __ATOMIC_ACQUIRE) ||
             __atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE))
             return;
+        until = now < deadline ? deadline : cap;
+        poll = evidence_watched(run, now, deadline) || run->moves_wanted ? EXTEND_POLL_NS : POLL_NS;
+        wake = now + poll < until ? now + poll : until;
+        if (swap_at && swap_at < wake)
+            wake = swap_at;
+        abs = prseq_ns_to_timespec(wake);
         while (sem_clockwait(&run->exited, CLOCK_MONOTONIC, &abs) != 0 && errno == EINTR)
             ;
     }

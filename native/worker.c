@@ -37,6 +37,8 @@ struct worker {
     /* Per slot, across churned threads: the slot's work moving between CPUs
      * is what migration chaos must show. */
     uint32_t last_cpu;
+    uint32_t life_cpu;             /* this thread's CPU at its previous batch (UINT32_MAX: none) */
+    struct prseq_overlap_watch watch;
     int registered;                /* this thread registered pytest-rseq's own area */
 };
 
@@ -253,6 +255,8 @@ static void worker_between_batches(struct worker *k)
         k->last_cpu = cpu;
         __atomic_store_n(&s->cpu, cpu, __ATOMIC_RELAXED);
     }
+    prseq_note_batch(run, s, &k->watch, k->life_cpu, cpu);
+    k->life_cpu = cpu;
     evidence_poll(run, s, cpu);
     if (k->area && every && ++k->batches % every == 0)
         sample_invariants(run, k->area, k->mask);
@@ -311,6 +315,8 @@ static void *worker_main(void *arg)
         .batch = use_rseq ? prseq_builtin_batch(run->w) : NULL,
         .remaining = s->budget - s->ops,
         .last_cpu = s->last_cpu,
+        .life_cpu = UINT32_MAX,
+        .watch = {.left = UINT32_MAX},
     };
 
     prseq_chaos_worker_bind(s);

@@ -43,6 +43,13 @@ def missing_evidence(mask: int) -> list[str]:
     return [n for n in EVIDENCE_BITS if mask & getattr(lib, f"PRSEQ_EVIDENCE_{n.upper()}")]
 
 
+def _min_overlaps() -> int:
+    """Overlapped migrations an rseq run of 2+ threads must show (the native core's rule)."""
+    from .._native import load
+
+    return int(load()[1].PRSEQ_MIN_OVERLAPPED_MIGRATIONS)
+
+
 def _why_missing(name: str, chaos: Chaos, run: dict[str, Any]) -> str:
     """What the run did not show, and what to change so it does."""
     secs = f"{run.get('duration_s', 0.0):.2f} s"
@@ -75,6 +82,13 @@ def _why_missing(name: str, chaos: Chaos, run: dict[str, Any]) -> str:
             f"no worker migrated between CPUs in {secs}: add or raise affinity_hz "
             "(Chaos.default() has it), or use a longer duration"
         )
+        if rseq and int(run.get("threads", 0)) > 1:
+            text = (
+                f"{run.get('overlapped_migrations', 0)} overlapped migration(s) in {secs}, "
+                f"{_min_overlaps()} needed (a worker moved while another kept running on "
+                f"the CPU it left; {run.get('migrations', 0)} migrations in all): add or "
+                "raise affinity_hz (Chaos.default() has it), or use a longer duration"
+            )
         if chaos.cpuset_hz > 0:
             last = errno.errorcode.get(run.get("cpuset_errno", 0), run.get("cpuset_errno"))
             text += (
