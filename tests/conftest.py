@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,12 +97,26 @@ def processes_with_tag(tag: str) -> list[int]:
 
 
 @pytest.fixture
-def process_tag(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[int]]:
+def process_tag(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[int]]:
     """Tag every process started from now on (through the environment); the returned
-    callable lists the tagged processes still alive."""
+    callable lists the tagged processes still alive.
+
+    Called with ``within_s``, it waits up to that long for them to go (a SIGKILLed
+    process lives until the scheduler runs it, late on a loaded machine: a bound, not a
+    speed check) and lists those still alive then.
+    """
     value = uuid.uuid4().hex
     monkeypatch.setenv("PRSEQ_TEST_TAG", value)
-    return lambda: processes_with_tag(f"PRSEQ_TEST_TAG={value}")
+
+    def alive(within_s: float = 0.0) -> list[int]:
+        deadline = time.monotonic() + within_s
+        while (found := processes_with_tag(f"PRSEQ_TEST_TAG={value}")) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        return found
+
+    return alive
 
 
 def real_hotplug_unavailable() -> str | None:

@@ -110,8 +110,12 @@ def test_a_signal_storm_beyond_what_workers_can_take_still_stops() -> None:
     forever; the harness must still stop at the deadline and report."""
     result = run("counter", threads=2, duration=0.3, chaos=Chaos(signals_hz=1_000_000), seed=5)
     assert result.error is None, result.describe()
-    result.assert_consistent()
-    assert result.signals_delivered > 0
+    assert result.observed == result.expected, result.describe()
+    assert result.signals_delivered > 0 and result.aborts_by_cause["signal"] > 0
+    # Workers that spend their time in the handler seldom get to run a batch after a
+    # move: the migration evidence may be missing at the cap (a verdict, not a hang).
+    assert set(result.details["evidence_missing"]) <= {"migration"}, result.describe()
+    assert result.verdict in ("ok", "no-evidence"), result.describe()
 
 
 @TWO_CPUS

@@ -187,3 +187,48 @@ def test_real_time_signal_names() -> None:
 
     assert signal_name(signal.SIGSEGV) == "SIGSEGV"
     assert signal_name(signal.SIGRTMIN + 4) == "SIGRTMIN+4"
+
+
+def _scripted_runs(
+    monkeypatch: pytest.MonkeyPatch, results: list[StressResult]
+) -> list[int | None]:
+    """Make the gate's runs return ``results`` in turn; the returned list gets their seeds."""
+    from pytest_rseq.engine import runner
+
+    seeds: list[int | None] = []
+
+    def scripted(workload: object, *, seed: int | None = None, **kw: object) -> StressResult:
+        seeds.append(seed)
+        return results[len(seeds) - 1]
+
+    monkeypatch.setattr(runner, "run", scripted)
+    return seeds
+
+
+def test_a_canary_that_loses_counts_gets_three_runs_before_it_is_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loss the workers must be on the CPU for can escape one short run on a loaded
+    machine; a gate blind to the bug misses it in all three runs, and then FAILs."""
+    fp = {"rseq_available": True, "mm_cid_usable": True}
+    racy = next(s for s in gate.scenarios(2) if s.name == "canary/racy")
+    missed, caught = _result(), _result(ok=False, observed=4)
+
+    seeds = _scripted_runs(monkeypatch, [missed, caught])
+    outcome = gate.run_scenario(racy, fp, duration=0.25, seed=7)
+    assert outcome.verdict == PASS and outcome.detail.startswith("caught"), outcome
+    assert "(run 2 of at most 3)" in outcome.detail and seeds == [7, 8]
+
+    seeds = _scripted_runs(monkeypatch, [missed] * 3)
+    outcome = gate.run_scenario(racy, fp, duration=0.25, seed=None)
+    assert outcome.verdict == FAIL and "canary MISSED" in outcome.detail, outcome
+    assert seeds == [None] * 3
+
+    # Other scenarios, and a canary run that broke, get one run.
+    seeds = _scripted_runs(monkeypatch, [_result(ok=False, error="op failed"), caught])
+    assert gate.run_scenario(racy, fp, duration=0.25, seed=1).verdict == FAIL
+    assert seeds == [1]
+    auto = next(s for s in gate.scenarios(2) if s.name == "registration/auto")
+    seeds = _scripted_runs(monkeypatch, [_result(ok=False, reasons=["lost 3"]), _result()])
+    assert gate.run_scenario(auto, fp, duration=0.25, seed=1).verdict == FAIL
+    assert seeds == [1]

@@ -15,7 +15,7 @@ HANG_LIMIT_S = 60
 
 
 @pytest.mark.parametrize("isolate", [True, False])
-def test_ctrl_c_stops_a_long_run(isolate: bool, process_tag: Callable[[], list[int]]) -> None:
+def test_ctrl_c_stops_a_long_run(isolate: bool, process_tag: Callable[..., list[int]]) -> None:
     code = (
         # A shell's background job starts with SIGINT ignored, and Python then keeps it so.
         "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
@@ -36,5 +36,4 @@ def test_ctrl_c_stops_a_long_run(isolate: bool, process_tag: Callable[[], list[i
         pytest.fail("the run ignored Ctrl-C")
     assert proc.returncode != 0
     assert b"KeyboardInterrupt" in err
-    time.sleep(0.2)
-    assert process_tag() == [], "a child process outlived the interrupted run"
+    assert process_tag(within_s=5.0) == [], "a child process outlived the interrupted run"

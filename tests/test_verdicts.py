@@ -118,7 +118,11 @@ def test_evidence_cap_is_validated() -> None:
 
 
 def test_canary_racy_with_default_arguments_is_never_ok() -> None:
-    for i in range(20):
+    """The canary never aborts, so each run goes on to the default cap (3 s) and must end
+    a bug, not no-evidence. Five seeds: the catch rate itself is what
+    test_default_catches_canary_racy_20_of_20 and test_racy_canary_is_caught_every_time
+    measure (20 runs each, without the extension)."""
+    for i in range(5):
         result = run("canary_racy", threads=2, duration=0.3, seed=9000 + i)
         assert result.verdict == "bug", result.describe()
 
@@ -163,12 +167,23 @@ def test_fences_that_abort_are_membarrier_evidence() -> None:
 
 
 def test_preemption_aborts_are_not_signal_evidence() -> None:
+    """Two signals per second: the injector's first one fires as it starts, and reaches a
+    worker when the workers started first (8 runs in 30 under load), so a signal abort
+    may be real. Whatever the preemption aborts (two threads per CPU), only aborts
+    attributed to a handled signal count for the signal evidence."""
     result = run(
         "counter", duration=0.3, chaos=Chaos(signals_hz=2, oversubscribe=2), evidence_cap=1, seed=4
     )
-    assert result.verdict == "no-evidence", result.describe()
-    assert result.aborts_by_cause["signal"] == 0
-    assert any("signals_hz=2" in r for r in result.reasons), result.reasons
+    causes = result.aborts_by_cause
+    assert causes["preemption"] > 0, result.describe()
+    # A handled signal aborts at most one section; the rest is preemption.
+    assert causes["signal"] <= result.signals_delivered, result.describe()
+    # The signal evidence follows the signal-attributed count alone.
+    missing = "signal" in result.details["evidence_missing"]
+    assert missing == (causes["signal"] == 0), result.describe()
+    if missing:
+        assert result.verdict == "no-evidence", result.describe()
+        assert any("signals_hz=2" in r for r in result.reasons), result.reasons
 
 
 def test_signal_aborts_are_bounded_by_signals_handled() -> None:
