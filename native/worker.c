@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "abi.h"
+#include "aim.h"
 #include "evidence.h"
 #include "harness.h"
 #include "util.h"
@@ -230,6 +231,8 @@ static int worker_enter(struct worker *k)
         }
     }
     prseq_chaos_worker_enter(run, s);
+    if (use_rseq)
+        prseq_aim_worker_enter(run, s, k->area);
     if (k->area && cfg->sample_every)
         k->mask = prseq_mask_alloc(run->nr_cpus, &mask_size);
     if (s->lifetime_ns)
@@ -254,6 +257,7 @@ static void worker_between_batches(struct worker *k)
         __atomic_store_n(&s->cpu, cpu, __ATOMIC_RELAXED);
     }
     evidence_poll(run, s, cpu);
+    prseq_aim_poll();
     if (k->area && every && ++k->batches % every == 0)
         sample_invariants(run, k->area, k->mask);
 }
@@ -317,6 +321,7 @@ static void *worker_main(void *arg)
     slot_publish_tid(s, gettid());
     if (worker_enter(&k) == 0) {
         worker_loop(&k);
+        prseq_aim_worker_leave();
         prseq_chaos_worker_leave(run, s);
         if (run->w->thread_exit)
             run->w->thread_exit(run->state, &s->t);
