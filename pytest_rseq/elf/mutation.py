@@ -228,7 +228,9 @@ def mutation_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
                 lines.append(f"    inconclusive {r['name']}: {r['verdict']} ({why})")
         for r in record.get("not_made", []):
             lines.append(f"    not made {r['name']}: {r['reason']}")
-        problem = next((r["aim_problem"] for r in record.get("mutants", []) if "aim_problem" in r), None)
+        problem = next(
+            (r["aim_problem"] for r in record.get("mutants", []) if "aim_problem" in r), None
+        )
         if problem:
             lines.append(f"    unaimed: {problem}")
         for control in record.get("aimed_original", []):
