@@ -29,8 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ("percpu_counter", "percpu_freelist")
 
 
-def _count(workload: Any, aim: tuple[int, ...], runs: int, duration: float) -> dict[str, Any]:
-    """Outcome counts of ``runs`` seeded runs of ``workload`` aimed at ``aim``."""
+def _count(
+    workload: Any, aim: tuple[int, ...], runs: int, duration: float, expect: str
+) -> dict[str, Any]:
+    """Outcome counts of ``runs`` seeded runs of ``workload`` aimed at ``aim``; the runs
+    whose outcome is not ``expect`` are listed with their verdict and first reason."""
     from pytest_rseq import Chaos
     from pytest_rseq.elf.mutation import outcome
     from pytest_rseq.engine.runner import run_spec
@@ -39,11 +42,15 @@ def _count(workload: Any, aim: tuple[int, ...], runs: int, duration: float) -> d
     counts = {"killed": 0, "survived": 0, "inconclusive": 0}
     hits: list[int] = []
     problems: set[str] = set()
+    odd: list[dict[str, Any]] = []
     start = time.monotonic()
     for seed in range(runs):
         spec = RunSpec.build(workload, chaos=Chaos.default(), duration=duration, seed=seed)
         result = run_spec(dataclasses.replace(spec, aim=aim))
         counts[outcome(result)] += 1
+        if outcome(result) != expect:
+            why = result.reasons[0] if result.reasons else result.error or ""
+            odd.append({"seed": seed, "verdict": result.verdict, "reason": why[:300]})
         hits.append(int(result.counters.get("aim_hits", 0)))
         if result.counters.get("aim_errno"):
             problems.add(f"aim_errno {result.counters['aim_errno']}")
@@ -53,12 +60,16 @@ def _count(workload: Any, aim: tuple[int, ...], runs: int, duration: float) -> d
         "hits_min": min(hits),
         "hits_max": max(hits),
         "aim_problems": sorted(problems),
+        "odd_runs": odd,
         "wall_s": round(time.monotonic() - start, 1),
     }
 
 
 def _show(symbol: str, name: str, row: dict[str, Any], runs: int) -> None:
     where = ",".join(row["aim"]) or "-"
+
+    for run in row["odd_runs"]:
+        print(f"    seed {run['seed']}: {run['verdict']}: {run['reason']}")
     print(
         f"{symbol:16} {name:34} {where:8} killed {row['killed']}/{runs} "
         f"(ok {row['survived']}, inconclusive {row['inconclusive']}; "
@@ -86,12 +97,13 @@ def measure(runs: int, duration: float, aimed: bool = True) -> dict[str, Any]:
                     not_made.append({"workload": symbol, "mutant": m.name, "reason": m.reason})
                     continue
                 aim = m.aim if aimed else ()
-                row = _count(m.workload(symbol), aim, runs, duration)
+                row = _count(m.workload(symbol), aim, runs, duration, "killed")
                 rows.append({"workload": symbol, "mutant": m.name, "change": m.change, **row})
                 _show(symbol, m.name, row, runs)
                 aims.extend(aim)
             for address in sorted(set(aims)):
-                row = _count(Workload.from_library(lib, symbol), (address,), runs, duration)
+                original = Workload.from_library(lib, symbol)
+                row = _count(original, (address,), runs, duration, "survived")
                 originals.append({"workload": symbol, **row})
                 _show(symbol, "original", row, runs)
     for item in not_made:

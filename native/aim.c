@@ -33,8 +33,9 @@
 /* After moving or yielding, the thread sleeps this long before it goes on
  * from the window: the workers left on its old CPU run meanwhile. */
 #define AIM_PAUSE_NS 50000L
-/* sig_data of our events: a SIGTRAP without it is not ours. */
-#define AIM_COOKIE 0x7072736571616d31ull
+/* sig_data of our events is this plus the breakpoint's index: a SIGTRAP
+ * without it is not ours. */
+#define AIM_COOKIE 0x7072736571616d00ull
 #ifndef TRAP_PERF
 #define TRAP_PERF 6
 #endif
@@ -72,6 +73,7 @@ struct aim_thread {
     struct prseq_rseq_area *area;
     int fds[AIM_MAX];
     uint32_t nr_fds;
+    uint32_t armed;           /* bit i: fds[i] is enabled */
     uint64_t hit_ns;
     cpu_set_t *mine, *one;    /* allocated at enter: no malloc in the handler */
     size_t mask_size;
@@ -100,11 +102,6 @@ static uint64_t perf_data(const siginfo_t *si)
     return v;
 }
 
-static void set_all(const struct aim_thread *t, unsigned long request)
-{
-    for (uint32_t i = 0; i < t->nr_fds; i++)
-        ioctl(t->fds[i], request, 0);
-}
 
 /* Move this thread to the next CPU of its mask, then give the mask back
  * (the thread stays where it went). 1 when it moved. */
@@ -145,14 +142,18 @@ static void on_trap(int sig, siginfo_t *si, void *uctx)
 {
     struct aim_thread *t = &me;
     struct aim *a = __atomic_load_n(&t->aim, __ATOMIC_RELAXED);
+    uint64_t index = perf_data(si) - AIM_COOKIE;
     int saved = errno;
 
     (void)sig;
     (void)uctx;
-    if (!a || si->si_code != TRAP_PERF || perf_data(si) != AIM_COOKIE)
+    if (!a || si->si_code != TRAP_PERF || index >= t->nr_fds)
         return;
-    set_all(t, PERF_EVENT_IOC_DISABLE);
-    prseq_aim_disarmed = 1;
+    /* Only this breakpoint: a later one of the same op (late-start's commit
+     * after its CPU check) still fires, once the first left the op stale. */
+    ioctl(t->fds[index], PERF_EVENT_IOC_DISABLE, 0);
+    t->armed &= ~(1u << index);
+    prseq_aim_disarmed = t->armed == 0;
     t->hit_ns = prseq_now_ns();
     count(&a->hits);
     /* A signal: the abort it may have caused is a signal abort. */
@@ -169,7 +170,7 @@ static void on_trap(int sig, siginfo_t *si, void *uctx)
     errno = saved;
 }
 
-static int open_breakpoint(uint64_t addr)
+static int open_breakpoint(uint64_t addr, uint32_t index)
 {
 #if AIM_HAVE_SIGTRAP
     struct perf_event_attr attr;
@@ -186,10 +187,11 @@ static int open_breakpoint(uint64_t addr)
     attr.exclude_hv = 1;
     attr.sigtrap = 1;
     attr.remove_on_exec = 1;
-    attr.sig_data = AIM_COOKIE;
+    attr.sig_data = AIM_COOKIE + index;
     return (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
 #else
     (void)addr;
+    (void)index;
     errno = ENOSYS;
     return -1;
 #endif
@@ -302,7 +304,7 @@ void prseq_aim_worker_enter(struct prseq_run *run, struct prseq_slot *s,
         return;
     }
     for (uint32_t i = 0; i < a->nr; i++) {
-        int fd = open_breakpoint(a->addrs[i]);
+        int fd = open_breakpoint(a->addrs[i], i);
         if (fd < 0) {
             note_error(a, errno);
             drop_thread(t);
@@ -323,8 +325,10 @@ void prseq_aim_rearm_slow(void)
     if (!t->aim || (t->hit_ns && prseq_now_ns() - t->hit_ns < AIM_GAP_NS))
         return;
     prseq_aim_disarmed = 0;
+    t->armed = (1u << t->nr_fds) - 1;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    set_all(t, PERF_EVENT_IOC_ENABLE);
+    for (uint32_t i = 0; i < t->nr_fds; i++)
+        ioctl(t->fds[i], PERF_EVENT_IOC_ENABLE, 0);
 }
 
 void prseq_aim_worker_leave(void)

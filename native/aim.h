@@ -13,9 +13,11 @@
  * A breakpoint inside a correct section aborts it like any signal; one in a
  * mutant's unprotected window does not, and the perturbation lands on the bug.
  *
- * The handler disarms the thread's breakpoints; the worker re-arms them
- * between batches once AIM_GAP_NS passed, so hits stay rare enough for the
- * run's throughput. Nothing is armed on the fallback path or without aim
+ * The handler disarms the breakpoint that fired (a later one of the same
+ * op still fires: late-start aims at its CPU check, then at its commit,
+ * which the first hit left unprotected); once all are disarmed, the worker
+ * re-arms them between batches after AIM_GAP_NS, so hits stay rare enough
+ * for the run's throughput. Nothing is armed on the fallback path or without aim
  * addresses. When perf breakpoints are refused (perf_event_paranoid 3, a
  * seccomp filter, an old kernel), the run goes on unaimed and the result
  * says so (aim_errno). */

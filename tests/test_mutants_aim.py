@@ -40,20 +40,25 @@ def _aimed(workload: Workload, aim: tuple[int, ...], chaos: Chaos, **kw):
 
 
 def test_each_mutant_aims_inside_the_original_section(example_lib: Path, tmp_path: Path):  # noqa: F811
-    """The address is in the original's section (a hit there only aborts it); for
-    commit-outside and late-start it is outside the mutant's section, where the bug is."""
+    """Every address is in the original's section (a hit there only aborts it); the
+    commit is outside the mutant's section for unprotected and commit-outside, and
+    late-start first aims between its CPU check and its moved start."""
     sections = _sections(example_lib)
     made = mutants(example_lib, tmp_path)
     assert made and all(m.made for m in made)
     for m in made:
         start, end = sections[m.descriptor]
-        (address,) = m.aim
-        assert start <= address < end, (m.name, hex(address))
         mutated = _sections(m.path)[m.descriptor]  # type: ignore[arg-type]
-        inside_mutant = mutated[0] <= address < mutated[1]
-        assert inside_mutant == (m.kind == "bad-signature"), (m.name, hex(address), mutated)
+        assert m.aim and all(start <= a < end for a in m.aim), (m.name, m.aim)
+        *check, commit = m.aim
+        assert commit == max(m.aim), "the commit, the section's last instruction, comes last"
+        inside_mutant = mutated[0] <= commit < mutated[1]
+        assert inside_mutant == (m.kind in ("bad-signature", "late-start")), (m.name, mutated)
         if m.kind == "late-start":
-            assert start < address < mutated[0], "the CPU check has run, the section not begun"
+            (first,) = check
+            assert start < first < mutated[0], "the CPU check has run, the section not begun"
+        else:
+            assert not check, m.name
 
 
 @pytest.mark.parametrize("symbol", ["percpu_counter", "percpu_freelist"])

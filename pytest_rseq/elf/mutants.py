@@ -47,12 +47,12 @@ class Mutant:
     ``start_ip`` (None in a stripped library), ``path`` the mutated copy (None
     when ``reason`` says why it could not be made), ``change`` what was patched,
     ``aim`` the address (ELF virtual address in the library) of the
-    instruction where the bug's window is: the first instruction the mutant
-    leaves unprotected that runs after the section's CPU check and loads
-    (the commit store; for ``late-start`` the branch after the CPU check;
-    for ``bad-signature`` an instruction inside the section, so an abort
-    reaches the moved ``abort_ip``). In the original library the same
-    address lies inside the section.
+    instructions where the bug's window is: the commit store, which the
+    mutant leaves unprotected and which runs after the section's CPU check
+    and loads; for ``late-start`` first the branch after the CPU check, then
+    the commit; for ``bad-signature`` the commit, inside the section, so an
+    abort reaches the moved ``abort_ip``. In the original library every one
+    of them lies inside the section.
     """
 
     kind: str
@@ -152,12 +152,14 @@ def _plans(image: Image, cs: Any, d: Descriptor) -> Iterator[Plan]:
         if isinstance(late, str):
             yield "late-start", late, ()
         else:
-            # The instruction before the new start: the CPU check has run.
+            # The instruction before the new start (the CPU check has run), then
+            # the commit: a hit at the first clears rseq_cs, so the op's section
+            # runs unprotected and the second lands in a stale op.
             check = max(x.address for x in insns if x.address < late[0])
             yield (
                 "late-start",
                 {d.address + 8: late[0], d.address + 16: end - late[0]},
-                (check,),
+                (check, *commit),
             )
     abort = instructions(image, cs, d.abort_ip, d.abort_ip + 16)
     signature = SIGNATURES.get(image.machine)
