@@ -124,7 +124,10 @@ def test_a_refused_breakpoint_leaves_the_run_unaimed_and_says_so(example_lib: Pa
         duration=0.2,
         seed=1,
     )
-    assert result.ok, result.describe()
+    # The run itself is whole (its verdict is ok or, when this short run's signals
+    # missed the tiny section, no-evidence; either way not broken by the refusal).
+    assert result.ops > 0 and result.error is None and result.crash is None, result.describe()
+    assert result.expected == result.observed and result.verdict in ("ok", "no-evidence")
     assert result.counters["aim_errno"] != 0 and result.counters["aim_threads"] == 0
     problem = aim_problem(result)
     assert problem and "no worker could set the aim breakpoints (EINVAL" in problem
