@@ -102,6 +102,8 @@ static uint64_t perf_data(const siginfo_t *si)
     return v;
 }
 
+/* The SIGTRAP disposition before the run's, for a trap that is not ours. */
+static struct sigaction trap_before;
 
 /* Move this thread to the next CPU of its mask, then give the mask back
  * (the thread stays where it went). 1 when it moved. */
@@ -147,7 +149,14 @@ static void on_trap(int sig, siginfo_t *si, void *uctx)
 
     (void)sig;
     (void)uctx;
-    if (!a || si->si_code != TRAP_PERF || index >= t->nr_fds)
+    if (si->si_code != TRAP_PERF || index >= AIM_MAX) {
+        /* Not a breakpoint of ours (an int3, a debugger, raise()): what it
+         * would have done without us, the process's end by default. */
+        sigaction(SIGTRAP, &trap_before, NULL);
+        raise(SIGTRAP);
+        return;
+    }
+    if (!a || index >= t->nr_fds)
         return;
     /* Only this breakpoint: a later one of the same op (late-start's commit
      * after its CPU check) still fires, once the first left the op stale. */
@@ -240,6 +249,7 @@ void prseq_aim_setup(struct prseq_run *run)
         a->err = EBUSY; /* someone else handles SIGTRAP here: leave it to them */
         return;
     }
+    trap_before = a->old;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = on_trap;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;

@@ -144,3 +144,55 @@ def test_aim_is_checked(example_lib: Path):  # noqa: F811
     with pytest.raises(ValueError, match="aim address must be"):
         dataclasses.replace(spec, aim=(-1,))
     assert RunSpec.from_json(dataclasses.replace(spec, aim=(0x10,)).to_json()).aim == (0x10,)
+
+
+TRAPPING_WORKLOAD = r"""
+#include <signal.h>
+#include <stdlib.h>
+#include "pytest_rseq.h"
+
+static void *create(uint32_t threads) { (void)threads; return calloc(1, sizeof(uint64_t)); }
+static int op(void *state, struct prseq_thread *t)
+{
+    (void)t;
+    if (__atomic_add_fetch((uint64_t *)state, 1, __ATOMIC_RELAXED) == 100000)
+        raise(SIGTRAP);
+    return 0;
+}
+static uint64_t total(void *state) { return *(uint64_t *)state; }
+static void destroy(void *state) { free(state); }
+static const struct prseq_workload w = {
+    .abi_version = PRSEQ_ABI_VERSION, .name = "trap", .create = create, .op = op,
+    .fallback_op = op, .total = total, .destroy = destroy,
+};
+const struct prseq_workload *prseq_workload(void) { return &w; }
+"""
+
+
+def test_a_trap_that_is_not_a_breakpoint_of_ours_keeps_its_effect(tmp_path: Path):
+    """The aim's SIGTRAP handler hands any other SIGTRAP (here raise(SIGTRAP) in the
+    workload) to the disposition it replaced: the run dies of it as it would unaimed."""
+    import subprocess
+
+    from test_downstream import CC
+
+    import pytest_rseq
+
+    if CC is None:
+        pytest.skip("no C compiler on this machine")
+    source = tmp_path / "trap.c"
+    source.write_text(TRAPPING_WORKLOAD)
+    lib = tmp_path / "libtrap.so"
+    subprocess.run(
+        [CC, "-shared", "-fPIC", "-O1", f"-I{pytest_rseq.get_include()}", "-o", lib, source],
+        check=True,
+    )
+    result = _aimed(
+        Workload.from_library(lib, "prseq_workload"),
+        (0x1000,),
+        Chaos.none(),
+        threads=1,
+        duration=0.3,
+        seed=1,
+    )
+    assert result.crash == "SIGTRAP", result.describe()
