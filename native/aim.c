@@ -239,6 +239,14 @@ void prseq_aim_setup(struct prseq_run *run)
         a->err = E2BIG;
         return;
     }
+    a->move = (cfg->affinity_hz > 0 || cfg->cpuset_hz > 0 || cfg->hotplug_hz > 0) &&
+              run->nr_cpus_allowed > 1;
+    a->yield = cfg->threads > run->nr_cpus_allowed;
+    /* One thread a CPU and no migrations: a signal alone at the window
+     * cannot show a bug that needs a second party, and the run is the
+     * test's own: nothing is armed. */
+    if (!a->move && !a->yield)
+        return;
     rc = library_base(run->w, &base);
     if (rc < 0) {
         a->err = -rc;
@@ -262,9 +270,6 @@ void prseq_aim_setup(struct prseq_run *run)
     for (uint32_t i = 0; i < cfg->nr_aim; i++)
         a->addrs[i] = base + cfg->aim_addrs[i];
     a->nr = cfg->nr_aim;
-    a->move = (cfg->affinity_hz > 0 || cfg->cpuset_hz > 0 || cfg->hotplug_hz > 0) &&
-              run->nr_cpus_allowed > 1;
-    a->yield = cfg->threads > run->nr_cpus_allowed;
 }
 
 void prseq_aim_teardown(struct prseq_run *run)

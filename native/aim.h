@@ -9,7 +9,8 @@
  * thread itself a synchronous SIGTRAP when it reaches the address). The
  * handler perturbs the thread there with the causes the run's chaos already
  * uses: it moves to another CPU when the chaos migrates threads, else it
- * yields its CPU when threads share CPUs, else the signal itself is all.
+ * pauses so a thread sharing its CPU runs; with one thread a CPU and no
+ * migrations nothing is armed (a lone signal cannot race anything).
  * A breakpoint inside a correct section aborts it like any signal; one in a
  * mutant's unprotected window does not, and the perturbation lands on the bug.
  *

@@ -153,6 +153,13 @@ def test_rseq_mutate_scores_each_call_and_names_survivors(
     assert record["killed"] == 1 and record["made"] == 4 and record["score"] == "killed 1/4"
     outcomes = {m["kind"]: m["outcome"] for m in record["mutants"]}
     assert outcomes["bad-signature"] == "killed" and outcomes["late-start"] == "survived"
+    # One thread, no migrations: the aim had nothing to perturb with and armed nothing,
+    # so no aimed original was needed.
+    late = next(m for m in record["mutants"] if m["kind"] == "late-start")
+    assert late["address"] and late["aim"] == dict.fromkeys(
+        ("threads", "hits", "moves", "yields"), 0
+    ), late
+    assert record["aimed_original"] == []
     assert "mutation" not in next(r for r in rows if r["test"].endswith("test_opted_out"))
 
 

@@ -67,24 +67,41 @@ def test_a_hit_in_a_correct_section_is_a_signal_abort(
     tmp_path: Path,
     symbol: str,
 ):
-    """No storm, no migrations: every abort the breakpoints cause is attributed to a
-    signal, one per hit, none of them found the section still active, and the
-    correct library stays exact."""
+    """No storm, no migrations, one thread more than CPUs (so a hit pauses the thread):
+    every abort the breakpoints cause is attributed to a signal, one per hit, none of
+    them found the section still active, and the correct library stays exact."""
     aims = sorted({a for m in mutants(example_lib, tmp_path, symbol=symbol) for a in m.aim})
     result = _aimed(
         Workload.from_library(example_lib, symbol),
         tuple(aims),
         Chaos.none(),
-        threads=len(os.sched_getaffinity(0)),  # no two threads share a CPU: no yield
+        threads=len(os.sched_getaffinity(0)) + 1,
         duration=0.2,
         seed=3,
     )
     c = result.counters
     assert result.expected == result.observed and result.crash is None, result.describe()
-    assert c["aim_errno"] == 0 and c["aim_threads"] >= 1, dict(c)
+    assert c["aim_errno"] == 0 and c["aim_threads"] >= 2, dict(c)
     assert c["aim_hits"] > 0 and c["aim_in_section"] == 0, dict(c)
     assert result.aborts_by_cause["signal"] == c["aim_hits"], (result.aborts_by_cause, dict(c))
-    assert c["aim_moves"] == 0 and c["aim_yields"] == 0, "nothing to move or share: signal only"
+    assert c["aim_moves"] == 0 and c["aim_yields"] == c["aim_hits"], "no migrations: pauses"
+
+
+def test_one_thread_a_cpu_without_migrations_arms_nothing(example_lib: Path, tmp_path: Path):  # noqa: F811
+    """Signals only, one thread: a lone signal at the window cannot race anything, so
+    the run stays the test's own (no breakpoint, no handler, no error)."""
+    (m,) = [m for m in mutants(example_lib, tmp_path, symbol="percpu_counter")][2:3]
+    result = _aimed(
+        m.workload("percpu_counter"),
+        m.aim,
+        Chaos(signals_hz=500),
+        threads=1,
+        duration=0.1,
+        evidence_cap=1,
+        seed=2,
+    )
+    c = result.counters
+    assert (c["aim_threads"], c["aim_hits"], c["aim_errno"]) == (0, 0, 0), dict(c)
 
 
 @pytest.mark.parametrize("kind", ["commit-outside", "late-start"])
@@ -120,7 +137,7 @@ def test_a_refused_breakpoint_leaves_the_run_unaimed_and_says_so(example_lib: Pa
         Workload.from_library(example_lib, "percpu_counter"),
         (0xFF00000000000000,),
         Chaos(signals_hz=2000),
-        threads=1,
+        threads=len(os.sched_getaffinity(0)) + 1,  # threads share CPUs: the aim would arm
         duration=0.2,
         seed=1,
     )
@@ -191,7 +208,7 @@ def test_a_trap_that_is_not_a_breakpoint_of_ours_keeps_its_effect(tmp_path: Path
         Workload.from_library(lib, "prseq_workload"),
         (0x1000,),
         Chaos.none(),
-        threads=1,
+        threads=len(os.sched_getaffinity(0)) + 1,  # threads share CPUs: the aim arms
         duration=0.3,
         seed=1,
     )
