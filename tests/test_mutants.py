@@ -121,14 +121,14 @@ from pytest_rseq import Chaos, Workload
 LIB = Workload.from_library({path!r}, "percpu_counter")
 
 
-@pytest.mark.rseq(threads=1, chaos=Chaos(signals_hz=2000), duration=0.3)
+@pytest.mark.rseq(threads=1, chaos=Chaos(signals_hz=20000), duration=0.3)
 def test_weak(rseq_stress):
     rseq_stress(LIB).assert_consistent()
 
 
 @pytest.mark.rseq(mutate=False)
 def test_opted_out(rseq_stress):
-    rseq_stress(LIB, threads=1, chaos=Chaos(signals_hz=2000), duration=0.2).assert_consistent()
+    rseq_stress(LIB, threads=1, chaos=Chaos(signals_hz=20000), duration=0.2).assert_consistent()
 """
 
 
