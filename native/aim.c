@@ -142,20 +142,24 @@ static void pause_here(void)
 
 static void on_trap(int sig, siginfo_t *si, void *uctx)
 {
-    struct aim_thread *t = &me;
-    struct aim *a = __atomic_load_n(&t->aim, __ATOMIC_RELAXED);
-    uint64_t index = perf_data(si) - AIM_COOKIE;
+    struct aim_thread *t;
+    struct aim *a;
+    uint64_t index;
     int saved = errno;
 
     (void)sig;
     (void)uctx;
-    if (si->si_code != TRAP_PERF || index >= AIM_MAX) {
+    if (si->si_code != TRAP_PERF || (index = perf_data(si) - AIM_COOKIE) >= AIM_MAX) {
         /* Not a breakpoint of ours (an int3, a debugger, raise()): what it
-         * would have done without us, the process's end by default. */
+         * would have done without us, the process's end by default. Decided
+         * before touching this thread's TLS, which a thread that never ran
+         * a worker has not allocated. */
         sigaction(SIGTRAP, &trap_before, NULL);
         raise(SIGTRAP);
         return;
     }
+    t = &me;
+    a = __atomic_load_n(&t->aim, __ATOMIC_RELAXED);
     if (!a || index >= t->nr_fds)
         return;
     /* Only this breakpoint: a later one of the same op (late-start's commit
