@@ -38,6 +38,7 @@ SOURCES = [
     "chaos_sys.c",
     "chaos_fork.c",
     "evidence.c",
+    "aim.c",
     "loader.c",
 ]
 """The core's C files: everything the shipped module is compiled from."""

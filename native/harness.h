@@ -11,6 +11,8 @@
 
 #include "prseq_core.h"
 
+struct aim;
+
 /* One worker slot. A churned worker exits and a new thread takes the slot. */
 struct prseq_slot {
     _Alignas(64) struct prseq_thread t;
@@ -72,6 +74,7 @@ struct prseq_run {
     int node_id_usable;        /* the area's node_id field is filled by the kernel */
     int16_t *cpu_node;         /* NUMA node of each possible CPU (-1 unknown) */
     void *chaos;               /* owned by chaos.c */
+    struct aim *aim;           /* owned by aim.c: breakpoints of a mutant run, or NULL */
     uint64_t fence_gen;        /* membarrier: +1 before and after each fence (odd: in flight) */
     uint64_t *cpus_seen;       /* evidence.c: bitmap of CPUs the workers were seen on */
     uint32_t distinct_cpus;    /* bits set in cpus_seen */

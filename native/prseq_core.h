@@ -99,6 +99,9 @@ struct prseq_config {
     const char *hotplug_cpus;     /* ','-separated CPU ids the hotplug injector may offline */
     const char *hotplug_root;     /* NULL = /sys/devices/system/cpu (tests pass a fake tree) */
     const char *node_root;        /* NULL = /sys/devices/system/node (tests pass a fake tree) */
+    const uint64_t *aim_addrs;    /* mutant runs: breakpoint addresses in the workload's
+                                     library (ELF virtual addresses), see native/aim.h */
+    uint32_t nr_aim;              /* entries of aim_addrs (0 = no aim; at most 4) */
 };
 
 struct prseq_result {
@@ -140,6 +143,12 @@ struct prseq_result {
     uint64_t evidence_moves;      /* workers the harness moved to another CPU for evidence */
     uint64_t affinity_swaps;      /* affinity flips that moved a second worker the other way */
     uint64_t overlapped_migrations; /* migrations after which the CPU left kept running a worker */
+    int aim_errno;                /* why some or all workers ran unaimed (0: none did) */
+    uint64_t aim_threads;         /* worker threads whose aim breakpoints were set */
+    uint64_t aim_hits;            /* breakpoint SIGTRAPs handled (each a signal) */
+    uint64_t aim_moves;           /* hits after which the thread moved to another CPU */
+    uint64_t aim_yields;          /* hits after which the thread yielded its CPU */
+    uint64_t aim_in_section;      /* hits that found rseq_cs set: left alone (must stay 0) */
 };
 
 int prseq_abi_probe(struct prseq_abi_info *out);

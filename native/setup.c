@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "abi.h"
+#include "aim.h"
 #include "harness.h"
 #include "util.h"
 #include "workloads.h"
@@ -261,11 +262,15 @@ int prseq_run_setup(struct prseq_run *run, const struct prseq_workload *w,
     read_topology(run);
     res->threads = cfg->threads;
     prseq_workloads_set_cs_delay(cfg->cs_delay);
-    return allocate(run);
+    if (allocate(run) < 0)
+        return -res->error;
+    prseq_aim_setup(run);
+    return 0;
 }
 
 void prseq_run_teardown(struct prseq_run *run)
 {
+    prseq_aim_teardown(run);
     run->w->destroy(run->state);
     sem_destroy(&run->exited);
     for (uint32_t i = 0; i < run->nr_slots; i++)

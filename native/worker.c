@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "abi.h"
+#include "aim.h"
 #include "evidence.h"
 #include "harness.h"
 #include "util.h"
@@ -232,6 +233,8 @@ static int worker_enter(struct worker *k)
         }
     }
     prseq_chaos_worker_enter(run, s);
+    if (use_rseq)
+        prseq_aim_worker_enter(run, s, k->area);
     if (k->area && cfg->sample_every)
         k->mask = prseq_mask_alloc(run->nr_cpus, &mask_size);
     if (s->lifetime_ns)
@@ -258,6 +261,7 @@ static void worker_between_batches(struct worker *k)
     prseq_note_batch(run, s, &k->watch, k->life_cpu, cpu);
     k->life_cpu = cpu;
     evidence_poll(run, s, cpu);
+    prseq_aim_poll();
     if (k->area && every && ++k->batches % every == 0)
         sample_invariants(run, k->area, k->mask);
 }
@@ -323,6 +327,7 @@ static void *worker_main(void *arg)
     slot_publish_tid(s, gettid());
     if (worker_enter(&k) == 0) {
         worker_loop(&k);
+        prseq_aim_worker_leave();
         prseq_chaos_worker_leave(run, s);
         if (run->w->thread_exit)
             run->w->thread_exit(run->state, &s->t);

@@ -121,14 +121,14 @@ from pytest_rseq import Chaos, Workload
 LIB = Workload.from_library({path!r}, "percpu_counter")
 
 
-@pytest.mark.rseq(threads=1, chaos=Chaos(signals_hz=2000), duration=0.3)
+@pytest.mark.rseq(threads=1, chaos=Chaos(signals_hz=20000), duration=0.3)
 def test_weak(rseq_stress):
     rseq_stress(LIB).assert_consistent()
 
 
 @pytest.mark.rseq(mutate=False)
 def test_opted_out(rseq_stress):
-    rseq_stress(LIB, threads=1, chaos=Chaos(signals_hz=2000), duration=0.2).assert_consistent()
+    rseq_stress(LIB, threads=1, chaos=Chaos(signals_hz=20000), duration=0.2).assert_consistent()
 """
 
 
@@ -153,6 +153,13 @@ def test_rseq_mutate_scores_each_call_and_names_survivors(
     assert record["killed"] == 1 and record["made"] == 4 and record["score"] == "killed 1/4"
     outcomes = {m["kind"]: m["outcome"] for m in record["mutants"]}
     assert outcomes["bad-signature"] == "killed" and outcomes["late-start"] == "survived"
+    # One thread, no migrations: the aim had nothing to perturb with and armed nothing,
+    # so no aimed original was needed.
+    late = next(m for m in record["mutants"] if m["kind"] == "late-start")
+    assert late["address"] and late["aim"] == dict.fromkeys(
+        ("threads", "hits", "moves", "yields"), 0
+    ), late
+    assert record["aimed_original"] == []
     assert "mutation" not in next(r for r in rows if r["test"].endswith("test_opted_out"))
 
 

@@ -45,7 +45,14 @@ class Mutant:
     ``kind`` is the class (``CLASSES``), ``descriptor`` the descriptor's label
     (``__rseq_cs[0] at 0x4060``), ``function`` the symbol + offset of its
     ``start_ip`` (None in a stripped library), ``path`` the mutated copy (None
-    when ``reason`` says why it could not be made), ``change`` what was patched.
+    when ``reason`` says why it could not be made), ``change`` what was patched,
+    ``aim`` the address (ELF virtual address in the library) of the
+    instructions where the bug's window is: the commit store, which the
+    mutant leaves unprotected and which runs after the section's CPU check
+    and loads; for ``late-start`` first the branch after the CPU check, then
+    the commit; for ``bad-signature`` the commit, inside the section, so an
+    abort reaches the moved ``abort_ip``. In the original library every one
+    of them lies inside the section.
     """
 
     kind: str
@@ -56,6 +63,7 @@ class Mutant:
     path: Path | None
     change: str = ""
     reason: str = ""
+    aim: tuple[int, ...] = ()
 
     @property
     def made(self) -> bool:
@@ -115,17 +123,22 @@ def _file_name(stem: str, kind: str, d: Descriptor, function: str | None) -> str
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stem}.{kind}.{where}.so")
 
 
-def _plans(image: Image, cs: Any, d: Descriptor) -> Iterator[tuple[str, dict[int, int] | str]]:
-    """(class, {field address: new value} or why not) for each class."""
+Plan = tuple[str, dict[int, int] | str, tuple[int, ...]]
+
+
+def _plans(image: Image, cs: Any, d: Descriptor) -> Iterator[Plan]:
+    """(class, {field address: new value} or why not, aim addresses) for each class."""
     end = d.start_ip + d.post_commit_offset
     usable = is_exec(image.section_at(d.start_ip)) and 0 < d.post_commit_offset < 2**16 and end > 0
     insns = instructions(image, cs, d.start_ip, end) if usable else []
     whole = bool(insns) and insns[-1].address + insns[-1].size == end
     broken = "the descriptor does not describe a decodable section (lint it)"
-    yield "unprotected", ({d.address + 16: 0} if usable else broken)
+    # The commit: the section's last instruction, run after every load it needs.
+    commit = (insns[-1].address,) if whole else ()
+    yield "unprotected", ({d.address + 16: 0} if usable else broken), commit
     if not whole:
-        yield "commit-outside", broken
-        yield "late-start", broken
+        yield "commit-outside", broken, ()
+        yield "late-start", broken, ()
     else:
         last = insns[-1].address
         yield (
@@ -133,25 +146,32 @@ def _plans(image: Image, cs: Any, d: Descriptor) -> Iterator[tuple[str, dict[int
             {d.address + 16: last - d.start_ip}
             if last > d.start_ip
             else "the section is one instruction: ending it earlier empties it",
+            commit,
         )
         late = late_start(insns)
-        yield (
-            "late-start",
-            late
-            if isinstance(late, str)
-            else {d.address + 8: late[0], d.address + 16: end - late[0]},
-        )
+        if isinstance(late, str):
+            yield "late-start", late, ()
+        else:
+            # The instruction before the new start (the CPU check has run), then
+            # the commit: a hit at the first clears rseq_cs, so the op's section
+            # runs unprotected and the second lands in a stale op.
+            check = max(x.address for x in insns if x.address < late[0])
+            yield (
+                "late-start",
+                {d.address + 8: late[0], d.address + 16: end - late[0]},
+                (check, *commit),
+            )
     abort = instructions(image, cs, d.abort_ip, d.abort_ip + 16)
     signature = SIGNATURES.get(image.machine)
     if not abort:
-        yield "bad-signature", f"no instruction decodes at abort_ip {d.abort_ip:#x}"
+        yield "bad-signature", f"no instruction decodes at abort_ip {d.abort_ip:#x}", ()
         return
     moved = d.abort_ip + abort[0].size
     before = image.read(moved - 4, 4)
     if before is None or int.from_bytes(before, "little" if image.little else "big") == signature:
-        yield "bad-signature", "the signature also precedes the next instruction"
+        yield "bad-signature", "the signature also precedes the next instruction", ()
     else:
-        yield "bad-signature", {d.address + 24: moved}
+        yield "bad-signature", {d.address + 24: moved}, commit
 
 
 def _describe(kind: str, d: Descriptor, fields: dict[int, int]) -> str:
@@ -203,8 +223,8 @@ def mutants(
             ):
                 continue
             function = image.function_at(d.start_ip)
-            for kind, plan in _plans(image, cs, d):
-                base = Mutant(kind, d.label, d.address, function, source, None)
+            for kind, plan, aim in _plans(image, cs, d):
+                base = Mutant(kind, d.label, d.address, function, source, None, aim=aim)
                 if isinstance(plan, str):
                     made.append(replace(base, reason=plan))
                     continue

@@ -80,6 +80,11 @@ def _config(ffi: Any, spec: RunSpec, host: HostPrep, keep: list[Any]) -> Any:
     # The storm's rate is split between tgkill and per-thread timers.
     cfg.signals_hz = float(chaos.signals_hz) / 2
     cfg.timer_hz = float(chaos.signals_hz) / 2
+    if spec.aim:
+        addrs = ffi.new("uint64_t[]", list(spec.aim))
+        keep.append(addrs)
+        cfg.aim_addrs = addrs
+        cfg.nr_aim = len(spec.aim)
     cpuset = host.cpuset or {}
     texts = {
         "cpuset_dir": cpuset.get("dir"),

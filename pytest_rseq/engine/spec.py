@@ -39,6 +39,8 @@ RANDOM_SEED_BITS = 63
 JOIN_TIMEOUT_S = 5.0
 SAMPLE_EVERY = 64
 """A worker samples the rseq-area invariants once every this many ops."""
+MAX_AIM = 4
+"""Aim addresses a run may have: hardware breakpoints per thread (x86_64 has 4)."""
 DEFAULT_EVIDENCE_CAP = 10.0
 """A run may go on up to this many times its duration while evidence is missing ..."""
 MIN_EVIDENCE_WAIT_S = 1.0
@@ -169,9 +171,22 @@ def _validated(values: Mapping[str, Any]) -> dict[str, Any]:
     _check_choice("path", out["path"], PATHS)
     _check_choice("registration", out["registration"], REGISTRATIONS)
     check_seed(out["seed"])
+    out["aim"] = _check_aim(out.get("aim", ()), out["workload"])
     if not out["isolate"]:
         _check_in_process(out["registration"], out["chaos"])
     return out
+
+
+def _check_aim(value: Any, workload: Workload) -> tuple[int, ...]:
+    """``value`` as aim addresses: at most ``MAX_AIM`` addresses in a library workload."""
+    __tracebackhide__ = hide_for_caller_errors
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise ValueError(f"aim must be a tuple of addresses, got {value!r}")
+    if value and not workload.library:
+        raise ValueError(f"aim needs a library workload (addresses in it), got {workload.name!r}")
+    if len(value) > MAX_AIM:
+        raise ValueError(f"aim takes at most {MAX_AIM} addresses, got {len(value)}")
+    return tuple(_check_int("aim address", a, 1, 2**64 - 1) for a in value)
 
 
 def _check_in_process(registration: str, chaos: Chaos) -> None:
@@ -194,8 +209,11 @@ class RunSpec:
     Build one with :meth:`build` (``run()``'s keywords, defaults filled in) or
     :meth:`from_layers` (the plugin's option, marker and call layers). The
     fields are ``run()``'s keywords plus the native core's knobs nobody sets
-    (``join_timeout``, ``sample_every``). ``evidence_cap`` None means the
-    default for the duration (:attr:`resolved_evidence_cap`).
+    (``join_timeout``, ``sample_every``) and ``aim``, which only the mutant
+    runner sets (``elf/mutation.py``): addresses in the workload's library
+    where every worker gets a hardware breakpoint that perturbs it there
+    (``native/aim.h``). ``evidence_cap`` None means the default for the
+    duration (:attr:`resolved_evidence_cap`).
 
     Raises:
         ValueError: a field is out of range or of the wrong type; the message
@@ -214,6 +232,7 @@ class RunSpec:
     evidence_cap: float | None = None
     join_timeout: float = JOIN_TIMEOUT_S
     sample_every: int = SAMPLE_EVERY
+    aim: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         __tracebackhide__ = hide_for_caller_errors

@@ -23,6 +23,10 @@ REGISTRATIONS = ["auto", "glibc", "own", "blocked-enosys", "blocked-eperm"]
 # Oversubscription: twice as many threads as CPUs, so threads are preempted
 # while they sit inside (or just before) a critical section.
 OVERSUBSCRIBED = Chaos(oversubscribe=2.0)
+# ... and migrations: a thread moved between its CPU check and its commit is the
+# only way a stale-CPU bug or a one-instruction commit outside the section shows
+# (preempted on its own CPU, a thread re-reads the shard); --rseq-mutate shows it.
+MIGRATING = Chaos(oversubscribe=2.0, affinity_hz=500)
 # Deliberately weak: one thread, signals only. Every section still aborts (the
 # evidence is in, so the run earns its ok), but no other thread ever touches
 # the data, so a section that protects too little cannot show it.
@@ -46,7 +50,7 @@ def test_correct_workload_passes_in_every_registration_mode(
     result = rseq_stress(
         correct(percpu_libs, symbol),
         registration=registration,
-        chaos=OVERSUBSCRIBED,
+        chaos=MIGRATING,
         duration=0.2,
     )
     result.assert_consistent()
