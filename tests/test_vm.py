@@ -365,3 +365,16 @@ def test_rseq_arch_without_the_guest_fails_with_the_reason(pytester: pytest.Pyte
             "*1 failed, 1 passed*",
         ]
     )
+
+
+def test_the_real_vm_test_fails_instead_of_skipping_where_a_vm_is_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_vm_boot import REQUIRED_ENV, cannot_boot
+
+    monkeypatch.delenv(REQUIRED_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no kernel image: x"):
+        cannot_boot("no kernel image: x")
+    monkeypatch.setenv(REQUIRED_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=r"no kernel image: x \(PYTEST_RSEQ_VM_REQ"):
+        cannot_boot("no kernel image: x")

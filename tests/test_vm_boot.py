@@ -5,7 +5,9 @@ must pass on an older kernel and that the mm_cid scenario is reported as not
 applicable, not as a failure. The kernel comes from ``PYTEST_RSEQ_VM_KERNEL``
 (a vmlinuz path or Debian version) or the cache
 (``python -m pytest_rseq.vm.kernels 6.1.0-57-amd64``); without it, or
-without QEMU, virtme-ng or udev, the test is skipped with the exact reason.
+without QEMU, virtme-ng or udev, the test is skipped with the exact reason,
+unless ``PYTEST_RSEQ_VM_REQUIRED=1`` (CI, once it fetched the kernel): then
+it fails with that reason, so a VM check that must run never turns into a skip.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from pytest_rseq.vm import kernels, matrix, targets
 from pytest_rseq.vm.guest import GuestUnavailable
 
 KERNEL_ENV = "PYTEST_RSEQ_VM_KERNEL"
+REQUIRED_ENV = "PYTEST_RSEQ_VM_REQUIRED"
 DEFAULT_KERNEL = "6.1.0-57-amd64"
+
+
+def cannot_boot(reason: str) -> None:
+    """Skip with ``reason``; fail with it where a VM is required (``PYTEST_RSEQ_VM_REQUIRED=1``)."""
+    if os.environ.get(REQUIRED_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRED_ENV}=1: this run must boot a VM)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.mark.slow
@@ -29,7 +39,7 @@ def test_gate_in_a_6_1_guest() -> None:
         not os.environ.get(KERNEL_ENV)
         and not kernels.vmlinuz_in(kernels.cache_root(), DEFAULT_KERNEL).is_file()
     ):
-        pytest.skip(
+        cannot_boot(
             f"no kernel image: {DEFAULT_KERNEL} is not in {kernels.cache_root()} and "
             f"{KERNEL_ENV} is unset (python -m pytest_rseq.vm.kernels {DEFAULT_KERNEL})"
         )
@@ -38,7 +48,7 @@ def test_gate_in_a_6_1_guest() -> None:
         guest = target.make()
         guest.check()
     except GuestUnavailable as exc:
-        pytest.skip(f"cannot boot a VM here: {exc}")
+        cannot_boot(f"cannot boot a VM here: {exc}")
     args = ["--quick", "--seed", "1", "--only", "registration/auto", "--only", "invariants/mm_cid",
             "--only", "canary/racy"]  # fmt: skip
     column, result = matrix.run_target(target, args, timeout_s=matrix.GUEST_TIMEOUT_S)
