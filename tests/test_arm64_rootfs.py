@@ -94,6 +94,9 @@ def _unpacked_tree(root: Path) -> None:
     (root / "bin").mkdir(parents=True)
     (root / "bin" / "dash").write_text("")
     (root / "bin" / "sh").symlink_to("dash")
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "bin" / "gcc").symlink_to("gcc-12")
+    (root / "usr" / "bin" / "gcc-12").write_text("")
     (root / "usr" / "share" / "doc" / "dash").mkdir(parents=True)
     (root / "usr" / "share" / "doc" / "dash" / "copyright").write_text("x")
 
@@ -110,6 +113,8 @@ def test_finish_adds_what_maintainer_scripts_would(tmp_path: Path) -> None:
         assert (root / name).is_dir(), name
     assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
     assert not (root / "usr" / "share" / "doc").exists()
+    # gcc's postinst makes cc (update-alternatives); the example's build script calls cc
+    assert os.readlink(root / "usr" / "bin" / "cc") == "gcc"
 
 
 def test_finish_without_a_shell_says_so(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from .arm64_boot import (
     build_kernel,
 )
 
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 """Bump when the way the images are built changes (the cache key includes it)."""
 
 DEFAULT_KERNEL = "6.12.117+deb12"

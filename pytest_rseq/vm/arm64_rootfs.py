@@ -27,6 +27,9 @@ GUEST_PYTHON = (3, 11)
 MOUNT_POINTS = ("proc", "sys", "dev", "tmp", "run", "root", "job", "var/tmp")
 """Folders the initramfs mounts on (or the guest writes to) that no package creates."""
 
+ALTERNATIVES = {"usr/bin/cc": "gcc"}
+"""Links ``update-alternatives`` would make in a postinst (``cc``: what build scripts call)."""
+
 TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale")
 """Documentation nothing in the guest reads: left out of the image."""
 
@@ -107,6 +110,10 @@ def finish(root: Path, log: Log) -> None:
     for name, text in (("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n")):
         if not (etc / name).exists():
             (etc / name).write_text(text)
+    for link, target in ALTERNATIVES.items():
+        path = root / link
+        if (path.parent / target).exists() and not path.is_symlink() and not path.exists():
+            path.symlink_to(target)
     if not (root / "bin" / "sh").exists():
         raise RuntimeError(f"{root} has no /bin/sh after unpacking (dash missing?)")
     precompile(root, log)
