@@ -365,3 +365,34 @@ def test_rseq_arch_without_the_guest_fails_with_the_reason(pytester: pytest.Pyte
             "*1 failed, 1 passed*",
         ]
     )
+
+
+def test_the_real_vm_test_fails_instead_of_skipping_where_a_vm_is_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_vm_boot import REQUIRED_ENV, cannot_boot
+
+    monkeypatch.delenv(REQUIRED_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no kernel image: x"):
+        cannot_boot("no kernel image: x")
+    monkeypatch.setenv(REQUIRED_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=r"no kernel image: x \(PYTEST_RSEQ_VM_REQ"):
+        cannot_boot("no kernel image: x")
+
+
+@pytest.mark.parametrize(
+    ("fp", "cell"),
+    [
+        ({"feature_size": 0, "rseq_available": True}, "20 (no AT_RSEQ_FEATURE_SIZE)"),
+        ({"feature_size": 28, "rseq_available": True}, "28"),
+        ({"feature_size": 0, "rseq_available": False}, "0"),
+        ({}, "-"),
+    ],
+)
+def test_the_feature_size_row_shows_a_pre_6_3_kernels_20_bytes(
+    fp: dict[str, Any], cell: str
+) -> None:
+    # A 6.1 guest's fingerprint has feature size 0 (no auxv entry); the row said "0".
+    column = matrix.Column("6.1.0-57-amd64", "x86_64", 0, "PASS", fingerprint=fp)
+    (row,) = [ln for ln in matrix.matrix_table([column]) if ln.startswith("feature size")]
+    assert row.split(None, 2)[2].strip() == cell

@@ -39,7 +39,7 @@ from .arm64_disk import copy_checkout as _copy_checkout
 from .arm64_disk import debugfs_rdump as _debugfs_rdump
 from .arm64_disk import mkfs as _mkfs
 from .arm64_disk import write_dist_info as _write_dist_info
-from .arm64_host import BINFMT_ENTRY, apt_knows, binfmt_enabled, foreign_architectures, unreachable
+from .arm64_host import apt_knows, foreign_architectures, unreachable
 from .arm64_image import (
     DEFAULT_KERNEL,
     Images,
@@ -48,6 +48,7 @@ from .arm64_image import (
     ensure_images,
     mirror,
 )
+from .arm64_rootfs import KEYRING
 from .guest import OUT_ENV, GuestResult, GuestUnavailable
 
 QEMU = "qemu-system-aarch64"
@@ -158,28 +159,17 @@ class Arm64Guest:
         if os.geteuid() != 0:
             raise GuestUnavailable(
                 f"the arm64 images are not cached ({where}) and building them needs root "
-                "(debootstrap and chroot); run once as root, or point cache_dir at a built cache"
+                "(the packages are unpacked with their owners); run once as root, or point "
+                "cache_dir at a built cache"
             )
-        tools = {
-            "debootstrap": "debootstrap",
-            "qemu-aarch64-static": "qemu-user-static",
-            "apt-get": "apt",
-            "dpkg-deb": "dpkg",
-            "cpio": "cpio",
-            "chroot": "coreutils",
-        }
+        tools = {"apt-get": "apt", "dpkg-deb": "dpkg", "cpio": "cpio"}
         absent = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
+        if not KEYRING.is_file():
+            absent.append("debian-archive-keyring")
         if absent:
             raise GuestUnavailable(
                 f"building the arm64 images needs the Debian packages {', '.join(absent)} "
                 f"(apt-get install {' '.join(absent)})"
-            )
-        if not binfmt_enabled():
-            raise GuestUnavailable(
-                "building the arm64 root file system runs arm64 programs through "
-                f"qemu-aarch64-static, but {BINFMT_ENTRY} is missing or disabled: "
-                "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; "
-                "update-binfmts --enable qemu-aarch64"
             )
         if "arm64" not in foreign_architectures():
             raise GuestUnavailable(

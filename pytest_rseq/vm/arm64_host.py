@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from pathlib import Path
 from urllib.parse import urlparse
-
-BINFMT_ENTRY = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-
-
-def binfmt_enabled() -> bool:
-    """Whether the kernel runs arm64 ELF files through qemu-aarch64 (binfmt_misc)."""
-    try:
-        return BINFMT_ENTRY.read_text().splitlines()[0].strip() == "enabled"
-    except (OSError, IndexError):
-        return False
 
 
 def foreign_architectures() -> list[str]:

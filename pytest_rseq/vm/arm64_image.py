@@ -7,9 +7,10 @@ Everything is built from Debian's arm64 packages on an x86_64 (or any) host:
 - the initramfs: ``busybox-static:arm64`` plus the kernel's virtio modules (virtio-blk and
   virtio-pci are modules in Debian's arm64 kernels), and an ``/init`` that mounts the root
   and job disks, runs the job in a chroot and powers off;
-- the root file system: ``debootstrap --foreign`` of Debian bookworm arm64 with the
-  packages pytest-rseq needs, its second stage run through ``qemu-aarch64-static``, packed
-  into an ext4 image with ``mkfs.ext4 -d`` (no loop device, no mount).
+- the root file system: Debian bookworm's arm64 packages that pytest-rseq needs and their
+  dependencies, resolved and downloaded by a private apt and unpacked with ``dpkg-deb -x``
+  (:mod:`pytest_rseq.vm.arm64_rootfs`: no debootstrap, no arm64 program run on the host),
+  packed into an ext4 image with ``mkfs.ext4 -d`` (no loop device, no mount).
 
 Kernel and initramfs live in ``<cache>/boot-<kernel>-<hash>/``, the root file system (and
 the guest's builds of pytest-rseq) in ``<cache>/rootfs-<suite>-<hash>/``; the hashes cover
@@ -23,13 +24,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import arm64_rootfs
 from .arm64_boot import (
     INIT_SCRIPT,
     VIRTIO_MODULES,
@@ -39,7 +40,7 @@ from .arm64_boot import (
     build_kernel,
 )
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 4
 """Bump when the way the images are built changes (the cache key includes it)."""
 
 DEFAULT_KERNEL = "6.12.117+deb12"
@@ -51,19 +52,21 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MIRROR_ENV = "PYTEST_RSEQ_DEBIAN_MIRROR"
 
 PACKAGES = (
+    "dash",
+    "coreutils",
     "python3",
     "python3-dev",
     "python3-distutils",
     "gcc",
     "libc6-dev",
     "python3-cffi",
-    "python3-pytest",
     "python3-psutil",
     "python3-pyelftools",
-    "python3-pytest-xdist",
     "python3-capstone",
 )
-"""Debian arm64 packages of the root file system (what pytest-rseq and its tests need)."""
+"""Debian arm64 packages of the root file system (what pytest-rseq and its tests need: a
+shell and coreutils for the job script, Python with its headers, gcc, the C libraries);
+pytest and pytest-xdist come from ``PYTHON_LIBS``."""
 
 PYTHON_LIBS = (
     "pytest>=7.4",
@@ -77,9 +80,6 @@ PYTHON_LIBS = (
 """Pure-Python libraries newer than bookworm's (pytest 7.2, pluggy 1.0: the plugin needs
 pytest >= 7.4), installed on the host with pip into a folder the guest puts first on
 ``PYTHONPATH``."""
-
-BASE_PACKAGES = ("python3", "gcc", "libc6-dev")
-"""The part of ``PACKAGES`` debootstrap installs; apt-get in the chroot adds the rest."""
 
 
 @dataclass(frozen=True)
@@ -179,87 +179,9 @@ def default_cache_dir() -> Path:
 
 
 def mirror() -> str:
-    """The Debian mirror debootstrap uses (``$PYTEST_RSEQ_DEBIAN_MIRROR`` overrides)."""
+    """The Debian mirror of the root file system's packages (``$PYTEST_RSEQ_DEBIAN_MIRROR``
+    overrides)."""
     return os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
-
-
-def build_rootfs(spec: ImageSpec, work: Path, out: Path, log: Log) -> None:
-    """Build the arm64 root file system and pack it into the ext4 image ``out``.
-
-    debootstrap installs the base (``BASE_PACKAGES``); the rest of ``spec.packages`` comes
-    from apt-get in the chroot afterwards, where a failing package shows its own error.
-    """
-    root = work / "rootfs"
-    base = [p for p in spec.packages if p in BASE_PACKAGES]
-    _run(
-        [
-            "debootstrap",
-            "--arch=arm64",
-            "--foreign",
-            "--variant=minbase",
-            "--include=" + ",".join(base),
-            spec.suite,
-            str(root),
-            mirror(),
-        ],
-        log,
-    )
-    qemu = shutil.which("qemu-aarch64-static")
-    if qemu is None:
-        raise RuntimeError("qemu-aarch64-static is not installed (Debian: qemu-user-static)")
-    shutil.copy2(qemu, root / "usr" / "bin" / "qemu-aarch64-static")
-    try:
-        _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], log)
-    except RuntimeError as exc:
-        kept = out.parent.parent / "debootstrap-failed.log"
-        with contextlib.suppress(OSError):
-            shutil.copy2(root / "debootstrap" / "debootstrap.log", kept)
-        raise RuntimeError(f"{exc}\n(debootstrap's log: {kept})") from None
-    rest = [p for p in spec.packages if p not in BASE_PACKAGES]
-    if rest:
-        _apt_install_in(root, spec.suite, rest, log)
-    (root / "usr" / "bin" / "qemu-aarch64-static").unlink()
-    (root / "job").mkdir(exist_ok=True)
-    for cache in (root / "var" / "cache" / "apt", root / "var" / "lib" / "apt" / "lists"):
-        shutil.rmtree(cache, ignore_errors=True)
-        (cache / "partial").mkdir(parents=True)
-    used = sum(p.lstat().st_size for p in root.rglob("*"))
-    size_mb = used // (1 << 20) + 512
-    _run(
-        ["mkfs.ext4", "-q", "-F", "-L", "prseq-root", "-d", str(root), str(out), f"{size_mb}M"], log
-    )
-
-
-def _apt_install_in(root: Path, suite: str, packages: list[str], log: Log) -> None:
-    """apt-get install ``packages`` in the chroot ``root`` (proc mounted meanwhile)."""
-    shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")
-    (root / "etc" / "apt" / "sources.list").write_text(f"deb {mirror()} {suite} main\n")
-    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
-    env = {
-        "DEBIAN_FRONTEND": "noninteractive",
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "LC_ALL": "C",
-    }
-    try:
-        _run(["chroot", str(root), "apt-get", "-q", "update"], log, env=env)
-        _run(
-            [
-                "chroot",
-                str(root),
-                "apt-get",
-                "-q",
-                "install",
-                "-y",
-                "--no-install-recommends",
-                *packages,
-            ],
-            log,
-            env=env,
-        )
-        _run(["chroot", str(root), "apt-get", "clean"], log, env=env)
-    finally:
-        subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True, check=False)
-    (root / "etc" / "resolv.conf").write_text("")
 
 
 def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
@@ -278,7 +200,7 @@ def ensure_images(spec: ImageSpec, cache_dir: Path, log: Log) -> Images:
             os.replace(work / "initrd.cpio.gz", images.initrd)
     if not images.rootfs.is_file():
         with _workdir(images.root_folder) as work:
-            build_rootfs(spec, work, work / "rootfs.ext4", log)
+            arm64_rootfs.build(spec.packages, spec.suite, mirror(), work, work / "rootfs.ext4", log)
             os.replace(work / "rootfs.ext4", images.rootfs)
     if not images.pylib.is_dir():
         images.pylib.parent.mkdir(parents=True, exist_ok=True)
@@ -303,20 +225,7 @@ def install_python_libs(requirements: tuple[str, ...], target: Path, log: Log) -
 
 @contextlib.contextmanager
 def _workdir(folder: Path) -> Iterator[Path]:
-    """A temporary build folder inside ``folder``, removed afterwards (mounts first)."""
+    """A temporary build folder inside ``folder``, removed afterwards."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build-", dir=folder) as tmp:
-        try:
-            yield Path(tmp)
-        finally:
-            # debootstrap mounts proc and sys in the chroot: never delete through a mount.
-            unmount_under(Path(tmp))
-
-
-def unmount_under(folder: Path) -> None:
-    """Unmount (lazily, deepest first) every mount point below ``folder``."""
-    prefix = str(folder.resolve()) + "/"
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1].replace("\\040", " ") for line in mounts]
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        yield Path(tmp)

@@ -148,6 +148,17 @@ def _cell(col: Column, name: str) -> str:
     return "-"
 
 
+def feature_size(fp: dict[str, Any]) -> str:
+    """The kernel's rseq feature size as a cell: a kernel before 6.3 has no
+    ``AT_RSEQ_FEATURE_SIZE`` (0 in the fingerprint), and its area is the original 20 bytes."""
+    size = fp.get("feature_size")
+    if size is None:
+        return "-"
+    if not size and fp.get("rseq_available"):
+        return "20 (no AT_RSEQ_FEATURE_SIZE)"
+    return str(size)
+
+
 def matrix_table(columns: Sequence[Column]) -> list[str]:
     """One row per scenario (in the order first seen), one column per target."""
     names: list[str] = []
@@ -156,7 +167,7 @@ def matrix_table(columns: Sequence[Column]) -> list[str]:
     rows: list[list[Any]] = [
         ["kernel", *[c.fingerprint.get("kernel", "-") for c in columns]],
         ["glibc", *[c.fingerprint.get("glibc", "-") for c in columns]],
-        ["feature size", *[str(c.fingerprint.get("feature_size", "-")) for c in columns]],
+        ["feature size", *[feature_size(c.fingerprint) for c in columns]],
         ["cgroup", *[c.cgroup for c in columns]],
         *[[n, *[_cell(c, n) for c in columns]] for n in names],
         ["seconds", *[f"{c.seconds:.0f}" for c in columns]],
