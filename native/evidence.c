@@ -229,7 +229,7 @@ uint32_t prseq_evidence_missing(struct prseq_run *run)
 
     for (uint32_t i = 0; i < run->nr_slots; i++) {
         struct prseq_slot *s = &run->slots[i];
-        aborts += __atomic_load_n(&s->t.aborts, __ATOMIC_RELAXED);
+        aborts += load(&s->aborts_seen);
         by_signal += load(&s->aborts_signal);
         by_fence += load(&s->aborts_membarrier);
         migrations += load(&s->live_migrations);

@@ -38,6 +38,8 @@ struct prseq_slot {
     uint64_t aborts_membarrier;
     uint64_t live_migrations;
     uint64_t overlapped_migrations; /* migrations seen while the CPU left kept a worker running */
+    uint64_t aborts_seen;      /* t.aborts as the worker last published it (the workload's own
+                                  field is written non-atomically: the supervisor reads this) */
     int move_request;          /* 0, PRSEQ_MOVE_ANY (the supervisor: move to another CPU
                                   and swap) or PRSEQ_MOVE_TO(cpu) (a swap partner) */
     /* chaos.c: storm signals handled by the slot's threads (own cache line) */

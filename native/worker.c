@@ -258,6 +258,7 @@ static void worker_between_batches(struct worker *k)
         k->last_cpu = cpu;
         __atomic_store_n(&s->cpu, cpu, __ATOMIC_RELAXED);
     }
+    __atomic_store_n(&s->aborts_seen, s->t.aborts, __ATOMIC_RELAXED);
     prseq_note_batch(run, s, &k->watch, k->life_cpu, cpu);
     k->life_cpu = cpu;
     evidence_poll(run, s, cpu);
@@ -299,6 +300,7 @@ static void worker_exit(struct worker *k)
         prseq_own_unregister();
     s->ops += k->done;
     s->migrations += k->migrations;
+    __atomic_store_n(&s->aborts_seen, s->t.aborts, __ATOMIC_RELAXED);
     s->last_cpu = k->last_cpu;
     if (k->mask)
         CPU_FREE(k->mask);
