@@ -204,6 +204,18 @@ def test_xdist_controller_heartbeat_for_a_run_over_10_s(pytester: pytest.Pyteste
     )
 
 
+def _driver_pids(pid: int) -> list[int]:
+    """The descendants of ``pid`` that run the stress driver (a run's child process)."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "pytest_rseq.engine.driver" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
 def test_ctrl_c_says_interrupted(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -225,14 +237,18 @@ def test_ctrl_c_says_interrupted(pytester: pytest.Pytester) -> None:
         seen.append(line)
         if line.startswith("rseq: counter rseq started"):
             break
-    # Ctrl-C once the run's child process exists: the run is in progress.
-    while not psutil.Process(proc.pid).children() and proc.poll() is None:
+    # Ctrl-C once the run's own child process (the driver) exists: the run is
+    # in progress (any child would do only if the session had no other).
+    while not _driver_pids(proc.pid) and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     try:
         rest, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
+        drivers = _driver_pids(proc.pid)
         proc.kill()
+        for pid in drivers:  # its own session: not killed with pytest
+            os.kill(pid, signal.SIGKILL)
         pytest.fail("pytest ignored Ctrl-C")
     out = "".join(seen) + rest
     assert "rseq: counter rseq interrupted after " in out, out
