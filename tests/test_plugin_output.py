@@ -204,6 +204,10 @@ def test_xdist_controller_heartbeat_for_a_run_over_10_s(pytester: pytest.Pyteste
     )
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _driver_pids(pid: int) -> list[int]:
     """The descendants of ``pid`` that run the stress driver (a run's child process)."""
     found = []
@@ -230,6 +234,9 @@ def test_ctrl_c_says_interrupted(pytester: pytest.Pytester) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As a terminal's Ctrl-C finds it: a shell starts background jobs with
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=_sigint_default,
     )
     assert proc.stdout is not None
     seen = []
