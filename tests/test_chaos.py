@@ -111,10 +111,14 @@ def test_a_signal_storm_beyond_what_workers_can_take_still_stops() -> None:
     result = run("counter", threads=2, duration=0.3, chaos=Chaos(signals_hz=1_000_000), seed=5)
     assert result.error is None, result.describe()
     assert result.observed == result.expected, result.describe()
-    assert result.signals_delivered > 0 and result.aborts_by_cause["signal"] > 0
-    # Workers that spend their time in the handler seldom get to run a batch after a
-    # move: the migration evidence may be missing at the cap (a verdict, not a hang).
-    assert set(result.details["evidence_missing"]) <= {"migration"}, result.describe()
+    assert result.signals_delivered > 0, result.describe()
+    # Workers that spend their time in the handler seldom get into a section or run a
+    # batch after a move: on a loaded machine the signal and migration evidence may be
+    # missing at the cap (CI saw 651,707 signals and no signal abort). That is an
+    # honest "no-evidence" verdict, not a hang; what must hold is the stop.
+    assert set(result.details["evidence_missing"]) <= {"aborts", "migration", "signal"}, (
+        result.describe()
+    )
     assert result.verdict in ("ok", "no-evidence"), result.describe()
 
 
