@@ -192,7 +192,19 @@ def _both_findings(
         "per_cpu": fallback.get("per_cpu"),
         "attempts": raw.get("fallback_attempts", 1),
     }
-    if fallback["observed"] != main["observed"]:
+    unfinished = _unfinished_ops(main, fallback)
+    if unfinished:
+        # Its time limit (or a stop) ended the half: the totals cannot be compared.
+        found.append(
+            (
+                "error",
+                f"both: the fallback half ended after {fallback.get('duration_s', 0.0):.2f} s "
+                f"with {unfinished} of the rseq half's {sum(main.get('slot_ops', []))} ops not "
+                "done (its time limit, or a stop): the totals are not compared; the fallback "
+                "path may hang, or the machine was too slow for this run",
+            )
+        )
+    elif fallback["observed"] != main["observed"]:
         found.append(
             (
                 "bug",
@@ -201,6 +213,13 @@ def _both_findings(
             )
         )
     return found
+
+
+def _unfinished_ops(main: dict[str, Any], fallback: dict[str, Any]) -> int:
+    """Ops of the rseq half's per-slot budgets that the fallback half did not do."""
+    budgets = main.get("slot_ops", [])
+    done = fallback.get("slot_ops", [])
+    return sum(max(0, b - (done[i] if i < len(done) else 0)) for i, b in enumerate(budgets))
 
 
 def _details(
