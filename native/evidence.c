@@ -67,6 +67,35 @@ void prseq_note_batch(struct prseq_run *run, struct prseq_slot *s, struct prseq_
     }
 }
 
+/* A supervisor wake-up this much later than planned counts as a stall. */
+#define STALL_LATE_NS 10000000ull
+
+void prseq_note_progress(struct prseq_run *run, uint64_t now, uint64_t planned)
+{
+    uint64_t ticks = 0, late = now > planned ? now - planned : 0;
+
+    if (!run->cpu_ticks)
+        return;
+    for (uint32_t cpu = 0; cpu < run->nr_cpus; cpu++)
+        ticks += __atomic_load_n(&run->cpu_ticks[cpu].n, __ATOMIC_RELAXED);
+    /* No batch ended since the last look: the whole interval. Else a late
+     * wake-up (the process was stopped or not run, and its workers ended
+     * batches in the moment before this look): the lateness. */
+    if (run->progress_look_ns && ticks == run->progress_mark)
+        run->stalled_ns += now - run->progress_look_ns;
+    else if (planned && late >= STALL_LATE_NS)
+        run->stalled_ns += late;
+    run->progress_mark = ticks;
+    run->progress_look_ns = now;
+}
+
+uint64_t prseq_stall_credit(const struct prseq_run *run)
+{
+    uint64_t most = (uint64_t)PRSEQ_STALL_ALLOWANCE_MS * 1000000ull;
+
+    return run->stalled_ns < most ? run->stalled_ns : most;
+}
+
 void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, int migrated)
 {
     if (migrated)

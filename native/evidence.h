@@ -39,6 +39,13 @@ void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, i
  * cpuset allows now (the supervisor is in the cgroup with the workers). */
 void prseq_evidence_sample(struct prseq_run *run);
 
+/* Supervisor, at each look (`planned`: when it meant to wake, 0 at the first):
+ * time since its last look in which no worker ended a batch, or by which it
+ * woke late, is stall time (a stopped or starved process, workers held in the
+ * kernel); prseq_stall_credit() is how far it moves the evidence cap. */
+void prseq_note_progress(struct prseq_run *run, uint64_t now, uint64_t planned);
+uint64_t prseq_stall_credit(const struct prseq_run *run);
+
 /* PRSEQ_EVIDENCE_* bits of what the run has not shown yet (0: it may end). */
 uint32_t prseq_evidence_missing(struct prseq_run *run);
 

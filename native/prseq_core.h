@@ -50,6 +50,10 @@ enum prseq_violation {
 /* Overlapped migrations (a worker moved and ran on its new CPU while a worker
  * ran on the CPU it left) an rseq run of 2+ threads on 2+ CPUs must show. */
 #define PRSEQ_MIN_OVERLAPPED_MIGRATIONS 16
+/* Time in which no worker ended a batch (the process stopped or starved by the
+ * machine, workers held in the kernel) does not count against the evidence
+ * cap: the cap moves by that time, up to this many milliseconds a run. */
+#define PRSEQ_STALL_ALLOWANCE_MS 5000
 
 /* What the running process has: the ABI as glibc and the kernel report it. */
 struct prseq_abi_info {
@@ -138,6 +142,8 @@ struct prseq_result {
     uint64_t shards[PRSEQ_MAX_SHARDS]; /* per-CPU (or per-mm_cid) values after the run */
     double duration_s;
     double extended_s;            /* how long the run went on past duration_s for evidence */
+    double stalled_s;             /* time no worker ended a batch (moves the evidence cap,
+                                     up to PRSEQ_STALL_ALLOWANCE_MS) */
     uint32_t evidence_missing;    /* PRSEQ_EVIDENCE_* bits still missing at the end */
     uint32_t distinct_cpus;       /* CPUs the workers were seen on */
     uint64_t evidence_moves;      /* workers the harness moved to another CPU for evidence */

@@ -148,14 +148,20 @@ static uint64_t swap_schedule(const struct prseq_config *cfg, uint64_t start, ui
 }
 
 /* Sleep on worker exits, waking to reap, look at the evidence and the stop
- * flags, and to ask for the aimed swap when it is due, until the run may end. */
-static void watch(struct prseq_run *run, uint64_t deadline, uint64_t cap, uint64_t swap_at,
+ * flags, and to ask for the aimed swap when it is due, until the run may end.
+ * Stall time (no batch ended) moves an evidence cap, within its allowance. */
+static void watch(struct prseq_run *run, uint64_t deadline, uint64_t cap0, uint64_t swap_at,
                   uint64_t swap_pick)
 {
+    uint64_t wake = 0;
+
     for (;;) {
         uint64_t now = prseq_now_ns();
-        uint64_t until, poll, wake;
+        uint64_t until, poll, cap;
         struct timespec abs;
+
+        prseq_note_progress(run, now, wake);
+        cap = cap0 > deadline ? cap0 + prseq_stall_credit(run) : cap0;
 
         if (swap_at && now >= swap_at) {
             prseq_request_swap(run, swap_pick);
@@ -192,6 +198,7 @@ int prseq_run_supervise(struct prseq_run *run)
     prseq_chaos_stop(run);
     ended = prseq_now_ns();
     res->extended_s = ended > deadline ? (double)(ended - deadline) / 1e9 : 0.0;
+    res->stalled_s = (double)run->stalled_ns / 1e9;
     stuck = join_all(run, join_s);
     res->duration_s = (double)(prseq_now_ns() - start) / 1e9;
     if (stuck) {

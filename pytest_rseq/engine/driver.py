@@ -42,6 +42,7 @@ def _result_dict(ffi: Any, res: Any) -> dict[str, Any]:
     data["owner"] = OWNERS.get(int(res.owner), "none")
     data["duration_s"] = float(res.duration_s)
     data["extended_s"] = float(res.extended_s)
+    data["stalled_s"] = float(res.stalled_s)
     data["slot_ops"] = [int(v) for v in res.slot_ops[0 : res.threads]]
     data["per_cpu"] = [int(v) for v in res.shards[0 : res.nr_shards]]
     data["first_violation"] = [int(v) for v in res.first_violation]

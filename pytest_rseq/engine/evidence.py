@@ -12,7 +12,7 @@ from typing import Any
 
 from .chaos import Chaos
 from .injectors import INJECTORS, Injector
-from .spec import RunSpec
+from .spec import RunSpec, stall_allowance_s
 
 # The PRSEQ_EVIDENCE_* bits of the native core, by name (values read from the core).
 EVIDENCE_BITS = (
@@ -48,6 +48,18 @@ def _min_overlaps() -> int:
     from .._native import load
 
     return int(load()[1].PRSEQ_MIN_OVERLAPPED_MIGRATIONS)
+
+
+def _stall_note(run: dict[str, Any]) -> str:
+    """How the run's stall time (no worker ended a batch) moved the cap, if it did."""
+    stalled = float(run.get("stalled_s", 0.0))
+    if stalled < 0.001:
+        return ""
+    credit = min(stalled, stall_allowance_s())
+    return (
+        f", moved by {credit:.2f} s: no worker ended a batch for {stalled:.2f} s of the run, "
+        "a stopped or starved process"
+    )
 
 
 def _why_missing(name: str, chaos: Chaos, run: dict[str, Any]) -> str:
@@ -128,6 +140,6 @@ def evidence_reasons(spec: RunSpec, run: dict[str, Any], label: str) -> list[str
     else:
         ended = (
             f"the run went on {run.get('extended_s', 0.0):.2f} s past its duration, up to "
-            f"the evidence cap ({spec.resolved_evidence_cap:g}x the duration)"
+            f"the evidence cap ({spec.resolved_evidence_cap:g}x the duration{_stall_note(run)})"
         )
     return [f"no evidence ({label}): {_why_missing(n, spec.chaos, run)}; {ended}" for n in missing]

@@ -235,6 +235,7 @@ def _details(
         **{k: v for k, v in counters.items() if k not in COUNTER_ATTRIBUTES},
         "evidence_missing": missing_evidence(counters["evidence_missing"]),
         "evidence_cap": spec.resolved_evidence_cap,
+        "stalled_s": float(main.get("stalled_s", 0.0)),
     }
     if host.cpuset:
         details["cpuset"] = dict(host.cpuset)

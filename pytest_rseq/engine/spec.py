@@ -347,7 +347,8 @@ class Deadlines:
     """Every time limit of one run, in seconds (see :func:`deadlines`)."""
 
     first_half: float
-    """Longest the first (or only) half runs: the duration times the evidence cap."""
+    """The first (or only) half's evidence cap: the duration times the cap factor (stall
+    time moves it by up to :func:`stall_allowance_s`, which ``child`` allows for)."""
     fallback_half: float
     """Longest the fallback half of ``path="both"`` runs (0 for other paths)."""
     child: float
@@ -361,16 +362,26 @@ def fallback_deadline(first_half_s: float) -> float:
     return max(FALLBACK_SLOWDOWN * first_half_s, first_half_s + FALLBACK_SLACK_S)
 
 
+def stall_allowance_s() -> float:
+    """How far stall time (no worker ended a batch) may move a run's evidence cap
+    (``PRSEQ_STALL_ALLOWANCE_MS``, the native core's rule)."""
+    from .._native import load
+
+    return float(load()[1].PRSEQ_STALL_ALLOWANCE_MS) / 1000.0
+
+
 def deadlines(spec: RunSpec) -> Deadlines:
     """Every deadline of ``spec``'s run, from one place."""
     first = spec.duration * spec.resolved_evidence_cap
+    # Stall time moves a cap (not a plain deadline) by up to the allowance.
+    longest = first + (stall_allowance_s() if spec.resolved_evidence_cap > 1 else 0.0)
     both = spec.path == "both"
-    fallback = FALLBACK_ATTEMPTS * fallback_deadline(first) if both else 0.0
+    fallback = FALLBACK_ATTEMPTS * fallback_deadline(longest) if both else 0.0
     joins = spec.join_timeout * (1 + (FALLBACK_ATTEMPTS if both else 0))
     return Deadlines(
         first_half=first,
-        fallback_half=fallback_deadline(first) if both else 0.0,
-        child=first + fallback + joins + CHILD_GRACE_S,
+        fallback_half=fallback_deadline(longest) if both else 0.0,
+        child=longest + fallback + joins + CHILD_GRACE_S,
         expected=spec.duration * (2 if both else 1),
     )
 
