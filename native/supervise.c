@@ -150,10 +150,14 @@ static uint64_t swap_schedule(const struct prseq_config *cfg, uint64_t start, ui
 /* Sleep on worker exits, waking to reap, look at the evidence and the stop
  * flags, and to ask for the aimed swap when it is due, until the run may end.
  * Stall time (no batch ended) moves an evidence cap, within its allowance. */
-static void watch(struct prseq_run *run, uint64_t deadline, uint64_t cap0, uint64_t swap_at,
-                  uint64_t swap_pick)
+static void watch(struct prseq_run *run, uint64_t start, uint64_t deadline, uint64_t cap0,
+                  uint64_t swap_at, uint64_t swap_pick)
 {
-    uint64_t wake = 0;
+    /* The first look judges the time since the start (the workers' start up,
+     * or a stop that came before it). */
+    uint64_t wake = start;
+
+    run->progress_look_ns = start;
 
     for (;;) {
         uint64_t now = prseq_now_ns();
@@ -193,7 +197,7 @@ int prseq_run_supervise(struct prseq_run *run)
     int stuck;
 
     start_all(run);
-    watch(run, deadline, evidence_cap_ns(cfg, start, deadline), swap_at, swap_pick);
+    watch(run, start, deadline, evidence_cap_ns(cfg, start, deadline), swap_at, swap_pick);
     __atomic_store_n(&run->stop, 1, __ATOMIC_RELEASE);
     prseq_chaos_stop(run);
     ended = prseq_now_ns();
