@@ -39,7 +39,7 @@ void prseq_note_cpu(struct prseq_run *run, struct prseq_slot *s, uint32_t cpu, i
  * cpuset allows now (the supervisor is in the cgroup with the workers). */
 void prseq_evidence_sample(struct prseq_run *run);
 
-/* Supervisor, at each look (`planned`: when it meant to wake, 0 at the first):
+/* Supervisor, at each look (`planned`: when it meant to wake; the start first):
  * time since its last look in which no worker ended a batch, or by which it
  * woke late, is stall time (a stopped or starved process, workers held in the
  * kernel); prseq_stall_credit() is how far it moves the evidence cap. */
