@@ -247,14 +247,14 @@ def test_a_row_gets_the_outcome_of_its_test() -> None:
 
 @pytest.mark.parametrize("bad", ["abc", "0", "-5", "nan", "inf"])
 def test_child_grace_env_rejects_a_bad_value_by_name(bad: str) -> None:
-    from pytest_rseq.engine.spec import GRACE_ENV, child_grace_s
+    from pytest_rseq.engine.deadlines import GRACE_ENV, child_grace_s
 
     with pytest.raises(ValueError, match=f"{GRACE_ENV}='{bad}'"):
         child_grace_s(bad)
 
 
 def test_child_grace_env_default_and_value() -> None:
-    from pytest_rseq.engine.spec import child_grace_s
+    from pytest_rseq.engine.deadlines import child_grace_s
 
     assert child_grace_s(None) == child_grace_s("") == 30.0
     assert child_grace_s("600") == 600.0

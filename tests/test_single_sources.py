@@ -14,18 +14,16 @@ from cffi import FFI
 from pytest_rseq import Chaos, StressResult, Workload
 from pytest_rseq._native import load
 from pytest_rseq.engine.counters import Counters, counter_names, struct_counters
-from pytest_rseq.engine.evidence import EVIDENCE_BITS
-from pytest_rseq.engine.injectors import BY_FIELD, INJECTORS
-from pytest_rseq.engine.result import COUNTER_ATTRIBUTES
-from pytest_rseq.engine.spec import (
+from pytest_rseq.engine.deadlines import (
     FALLBACK_ATTEMPTS,
-    SEED_MAX,
-    ChildOrder,
-    RunSpec,
     deadlines,
     fallback_deadline,
     stall_allowance_s,
 )
+from pytest_rseq.engine.evidence import EVIDENCE_BITS
+from pytest_rseq.engine.injectors import BY_FIELD, INJECTORS
+from pytest_rseq.engine.result import COUNTER_ATTRIBUTES
+from pytest_rseq.engine.spec import SEED_MAX, ChildOrder, RunSpec
 from pytest_rseq.host.prep import HostPrep
 from pytest_rseq.plugin import options
 from pytest_rseq.plugin.rows import ROW_FIELDS, make_row

@@ -13,8 +13,9 @@ import psutil
 import pytest
 
 from pytest_rseq import Chaos, run
+from pytest_rseq.engine.deadlines import deadlines, stall_allowance_s
 from pytest_rseq.engine.evidence import evidence_reasons
-from pytest_rseq.engine.spec import RunSpec, deadlines, stall_allowance_s
+from pytest_rseq.engine.spec import RunSpec
 
 STALL_S = 1.5
 

@@ -24,7 +24,8 @@ from typing import Any, BinaryIO
 
 from ..host import perf, stale
 from ..host.prep import HostPrep
-from .spec import ChildOrder, RunSpec, deadlines
+from .deadlines import deadlines
+from .spec import ChildOrder, RunSpec
 from .workload import preload_env
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)

@@ -25,8 +25,9 @@ from .._native import load
 from ..host.abi import OWNERS, probe_abi
 from ..host.prep import HostPrep
 from .counters import counter_names
+from .deadlines import FALLBACK_ATTEMPTS, deadlines, fallback_deadline
 from .injectors import INJECTORS
-from .spec import FALLBACK_ATTEMPTS, ChildOrder, RunSpec, deadlines, fallback_deadline
+from .spec import ChildOrder, RunSpec
 from .workload import Workload
 
 MM_CID_WORKLOADS = ("counter_mm_cid", "canary_clobber_mm_cid")
@@ -169,7 +170,7 @@ def _fallback_half(
     cfg.slot_budgets = budgets
     cfg.ops_per_thread = 0
     # A deadline for hangs only, measured from the rseq half's real length
-    # (evidence may have extended it): see spec.fallback_deadline.
+    # (evidence may have extended it): see deadlines.fallback_deadline.
     cfg.duration_s = fallback_deadline(first["duration_s"])
     # The budgets end this half; its evidence (concurrency) is judged, never waited for.
     cfg.evidence_cap_s = 0

@@ -11,8 +11,9 @@ import errno
 from typing import Any
 
 from .chaos import Chaos
+from .deadlines import stall_allowance_s
 from .injectors import INJECTORS, Injector
-from .spec import RunSpec, stall_allowance_s
+from .spec import RunSpec
 
 # The PRSEQ_EVIDENCE_* bits of the native core, by name (values read from the core).
 EVIDENCE_BITS = (

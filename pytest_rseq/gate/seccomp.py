@@ -17,8 +17,8 @@ from typing import Any
 
 from .._native import load
 from ..engine.child_process import child_env, kill_group, signal_name
+from ..engine.deadlines import CHILD_GRACE_S
 from ..engine.driver import BLOCK_ERRNOS
-from ..engine.spec import CHILD_GRACE_S
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import pytest
 
 from ..elf import mutation
 from ..engine import seeds
+from ..engine.deadlines import deadlines
 from ..engine.result import StressResult
-from ..engine.spec import RunSpec, deadlines
+from ..engine.spec import RunSpec
 from ..errors import hide_for_caller_errors
 from ..gate import report
 from . import options

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.spec import GRACE_ENV
+from ..engine.deadlines import GRACE_ENV
 from .guest import OUT_ENV, GuestResult, GuestUnavailable
 
 QEMU = "qemu-system-x86_64"
