@@ -2,9 +2,10 @@
 
 :class:`RunSpec` owns the defaults, the bounds and the validation of every
 ``run()`` keyword, the merging of the layers the plugin gives (options, then
-the marker, then the call), its JSON form (what the child process reads) and
-the run's deadlines (``deadlines.deadlines``). Nobody adds keys: a changed request
-is a ``dataclasses.replace`` of a spec, which validates again.
+the marker, then the call) and its JSON form (what the child process reads);
+the time limits a spec implies are in :mod:`pytest_rseq.engine.deadlines`.
+Nobody adds keys: a changed request is a ``dataclasses.replace`` of a spec,
+which validates again.
 """
 
 from __future__ import annotations
