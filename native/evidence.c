@@ -83,7 +83,7 @@ void prseq_note_progress(struct prseq_run *run, uint64_t now, uint64_t planned)
      * batches in the moment before this look): the lateness. */
     if (run->progress_look_ns && ticks == run->progress_mark)
         run->stalled_ns += now - run->progress_look_ns;
-    else if (planned && late >= STALL_LATE_NS)
+    else if (late >= STALL_LATE_NS)
         run->stalled_ns += late;
     run->progress_mark = ticks;
     run->progress_look_ns = now;

@@ -86,7 +86,7 @@ struct prseq_run {
     uint64_t moves;            /* workers that moved themselves on request */
     int moves_wanted;          /* supervisor: migrations are missing, workers are being asked */
     uint64_t progress_mark;    /* supervisor: batches ended (all CPUs) at its last look */
-    uint64_t progress_look_ns; /* ... when it looked (0: not yet) */
+    uint64_t progress_look_ns; /* ... when it looked (the run's start before its first look) */
     uint64_t stalled_ns;       /* ... time between looks in which no batch ended */
     uint32_t cpuset_cpus_max;  /* cpuset chaos: most CPUs the cpuset allowed when sampled
                                   (from the injector's first write on) */
